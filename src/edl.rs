@@ -1,0 +1,1 @@
+//! CMX3600 EDLs. (being written)

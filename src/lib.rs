@@ -1,0 +1,30 @@
+//! iom: scan plates from a VFX delivery, publish them as a graph of typed tasks,
+//! run the steps on farm workers, register them in the tracker, mirror them into
+//! Tractor.
+//!
+//! # Layout
+//! - [`config`]: layered settings (defaults → file → `IOM__*` env) and secrets.
+//! - [`error`]: the transient/permanent classification every error type implements.
+//! - [`timecode`]: SMPTE timecode and frame-rate arithmetic (pure).
+//! - [`seq`]: finding image sequences and movies in a delivery; gaps; bad frames.
+//! - [`media`]: EXR/DPX/JPEG headers, MOV/MXF through FFmpeg, pixel decoding.
+//! - [`colour`]: colour-space transforms to the display, `.cube` LUTs.
+//! - [`thumbnail`]: colour-managed, aspect-kept JPEG thumbnails.
+//! - [`edl`]: CMX3600 EDL parsing (and writing, for fixtures).
+//! - [`scanlist`]: the 26-column scanlist workbook: rows, writing, reading.
+//! - [`scan`]: the scan of a delivery, end to end, in a bounded parallel pool.
+//! - [`sample`]: generates sample deliveries (demo, tests, benchmarks).
+//! - [`logging`]: tracing subscriber set-up.
+
+pub mod colour;
+pub mod config;
+pub mod edl;
+pub mod error;
+pub mod logging;
+pub mod media;
+pub mod sample;
+pub mod scan;
+pub mod scanlist;
+pub mod seq;
+pub mod thumbnail;
+pub mod timecode;

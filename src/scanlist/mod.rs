@@ -1,0 +1,123 @@
+//! The scanlist workbook: 26 fixed columns (original-app.md §1), written with
+//! `rust_xlsxwriter` and read back with `calamine` by header name.
+//!
+//! - [`Row`]: one row, typed.
+//! - [`write`](mod@write): writes `Sheet1` (26 columns, embedded thumbnails) and an `issues` sheet.
+//! - [`read`](mod@read): reads current and legacy (23/24/25-column) layouts.
+
+pub mod read;
+pub mod write;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The 26 header strings, in order (`MODEL_KEYS` of the original).
+pub const COLUMNS: [&str; 26] = [
+    "check",
+    "thumbnail",
+    "roll",
+    "seq_name",
+    "shot_name",
+    "version",
+    "type",
+    "scan_path",
+    "scan_name",
+    "clip_name",
+    "pad",
+    "ext",
+    "resolution",
+    "start_frame",
+    "end_frame",
+    "duration",
+    "retime_duration",
+    "retime_percent",
+    "retime_start_frame",
+    "timecode_in",
+    "timecode_out",
+    "just_in",
+    "just_out",
+    "framerate",
+    "date",
+    "clip_tag",
+];
+
+/// One scanlist row. Free-text columns stay `String` (empty = empty cell);
+/// numeric columns are `Option` (None = empty cell).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// `check`: selected for publish (`o` in the sheet).
+    pub check: bool,
+    /// `thumbnail`: full path of the thumbnail JPEG (the sheet stores the basename).
+    pub thumbnail: Option<PathBuf>,
+    /// `roll`.
+    pub roll: String,
+    /// `seq_name`.
+    pub seq_name: String,
+    /// `shot_name`.
+    pub shot_name: String,
+    /// `version`.
+    pub version: Option<u32>,
+    /// `type`: org, ref, src, editor, lib.
+    pub seq_type: String,
+    /// `scan_path`: folder of the sequence, or of the movie.
+    pub scan_path: String,
+    /// `scan_name`: sequence head (`A001C003_plate.`) or movie file name.
+    pub scan_name: String,
+    /// `clip_name`.
+    pub clip_name: String,
+    /// `pad`: printf padding, e.g. `%04d`.
+    pub pad: String,
+    /// `ext`: lower-case extension.
+    pub ext: String,
+    /// `resolution`: `W x H`.
+    pub resolution: String,
+    /// `start_frame`.
+    pub start_frame: Option<i64>,
+    /// `end_frame`.
+    pub end_frame: Option<i64>,
+    /// `duration`.
+    pub duration: Option<i64>,
+    /// `retime_duration`.
+    pub retime_duration: Option<i64>,
+    /// `retime_percent`.
+    pub retime_percent: Option<f64>,
+    /// `retime_start_frame`.
+    pub retime_start_frame: Option<i64>,
+    /// `timecode_in`.
+    pub timecode_in: String,
+    /// `timecode_out`.
+    pub timecode_out: String,
+    /// `just_in`.
+    pub just_in: Option<i64>,
+    /// `just_out`.
+    pub just_out: Option<i64>,
+    /// `framerate`.
+    pub framerate: Option<f64>,
+    /// `date`.
+    pub date: String,
+    /// `clip_tag`.
+    pub clip_tag: String,
+}
+
+/// A finding about one scanned item, shown on the `issues` sheet (Sheet1 keeps
+/// its 26-column contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    /// `error` (item skipped) or `warning` (row written).
+    pub severity: Severity,
+    /// The file or folder concerned.
+    pub path: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// How bad an [`Issue`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The item produced no row.
+    Error,
+    /// The row was written; look at it.
+    Warning,
+}

@@ -1,0 +1,2 @@
+//! Colour-managed thumbnails that fit a box with their aspect kept.
+//! (being written)

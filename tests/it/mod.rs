@@ -1,0 +1,6 @@
+mod colour;
+mod edl;
+mod media;
+mod movie;
+mod scan;
+mod scanlist;
