@@ -393,10 +393,11 @@ pub fn discover(root: &Path, settings: &ScanSettings) -> Result<Discovery, SeqEr
     Ok(out)
 }
 
-/// Groups keyed by digit count become sequences. A group whose numbers carry no
-/// leading zero and are wider than a sibling group's padding continues that
-/// sibling (`plate.9999` → `plate.10000` at `%04d`); zero-led numbers fix the
-/// padding exactly, so mixed paddings stay separate.
+/// Groups keyed by digit count become sequences. Zero-led numbers pin the padding,
+/// so mixed paddings stay separate (`plate.001` vs `plate.0001`). A wider group of
+/// unpadded numbers continues a narrower one only where the numbers run across the
+/// boundary (`plate.9999` → `plate.10000` at `%04d`); [`OVERFLOW_SLACK`] allows a few
+/// missing frames on either side of it.
 fn merge_padding(groups: BTreeMap<(PathBuf, String, String, usize), Vec<Frame>>) -> Vec<Sequence> {
     let mut by_stem: BTreeMap<(PathBuf, String, String), BTreeMap<usize, Vec<Frame>>> =
         BTreeMap::new();
@@ -407,27 +408,27 @@ fn merge_padding(groups: BTreeMap<(PathBuf, String, String, usize), Vec<Frame>>)
             .insert(len, frames);
     }
     let mut out = Vec::new();
-    for ((dir, head, ext), mut by_len) in by_stem {
-        let lens: Vec<usize> = by_len.keys().copied().collect();
-        // Widest first, so a chain 4 ← 5 ← 6 collapses into the 4-padded group.
-        for &len in lens.iter().rev() {
-            let unpadded = by_len
-                .get(&len)
-                .is_some_and(|fs| fs.iter().all(|f| !f.digits.starts_with('0')));
-            if !unpadded {
-                continue;
-            }
-            if let Some(&target) = lens
-                .iter()
-                .rev()
-                .find(|&&l| l < len && by_len.contains_key(&l))
-            {
-                if let Some(frames) = by_len.remove(&len) {
-                    by_len.entry(target).or_default().extend(frames);
+    for ((dir, head, ext), by_len) in by_stem {
+        // Ascending digit count; each group either continues the previous one or
+        // starts a new sequence.
+        let mut merged: Vec<(usize, Vec<Frame>)> = Vec::new();
+        for (len, frames) in by_len {
+            let unpadded = frames.iter().all(|f| !f.digits.starts_with('0'));
+            let continues = match merged.last() {
+                Some((pad, prev)) if *pad < len && unpadded && len <= 18 => {
+                    let boundary = 10_i64.pow(len as u32 - 1);
+                    let prev_max = prev.iter().map(|f| f.number).max().unwrap_or(0);
+                    let min = frames.iter().map(|f| f.number).min().unwrap_or(0);
+                    prev_max >= boundary - OVERFLOW_SLACK && min <= boundary + OVERFLOW_SLACK
                 }
+                _ => false,
+            };
+            match merged.last_mut() {
+                Some((_, prev)) if continues => prev.extend(frames),
+                _ => merged.push((len, frames)),
             }
         }
-        for (pad, mut frames) in by_len {
+        for (pad, mut frames) in merged {
             frames.sort_by_key(|f| f.number);
             frames.dedup_by_key(|f| f.number);
             out.push(Sequence {
@@ -441,6 +442,10 @@ fn merge_padding(groups: BTreeMap<(PathBuf, String, String, usize), Vec<Frame>>)
     }
     out
 }
+
+/// How many frames may be missing on either side of a padding overflow for the
+/// wider numbers still to count as the same sequence.
+const OVERFLOW_SLACK: i64 = 100;
 
 #[cfg(test)]
 mod tests {
@@ -490,9 +495,11 @@ mod tests {
         g.insert(k(4), frames(&[("9998", 9998), ("9999", 9999)]));
         g.insert(k(5), frames(&[("10000", 10000)]));
         g.insert(k(3), frames(&[("001", 1), ("002", 2)]));
+        g.insert(k(6), frames(&[("500000", 500_000)]));
         let seqs = merge_padding(g);
-        // 5-digit unpadded joins the nearest narrower group (4), 3-padded stays apart.
-        assert_eq!(seqs.len(), 2);
+        // 10000 continues the 4-padded run; 001 (zero-led) and 500000 (far from
+        // the boundary) stay apart.
+        assert_eq!(seqs.len(), 3, "{seqs:#?}");
         let s4 = seqs.iter().find(|s| s.pad == 4).unwrap();
         assert_eq!(s4.frames.len(), 3);
         assert_eq!(s4.end(), 10000);

@@ -121,3 +121,141 @@ pub enum Severity {
     /// The row was written; look at it.
     Warning,
 }
+
+pub use read::{Layout, Scanlist};
+
+/// Default name of the thumbnail folder beside the plates (`thumbnail.dir_name`).
+pub const THUMBNAIL_DIR: &str = ".thumbnail";
+
+/// Why a scanlist could not be read or written. Every message names the file;
+/// cell-level messages also name the sheet, the cell (`H5`) and the column.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanlistError {
+    /// The file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a readable `.xlsx` workbook (empty, text, truncated zip …).
+    #[error("{path}: not a readable .xlsx workbook: {detail}")]
+    NotAWorkbook {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        detail: String,
+    },
+    /// A binary Excel 97-2003 file (`D0 CF 11 E0`), which iom does not read.
+    #[error(
+        "{path} is a binary Excel 97-2003 workbook (BIFF .xls) or a password-protected one; \
+         iom reads only .xlsx: open it in Excel or LibreOffice, remove any password and save it \
+         as \"Excel Workbook (.xlsx)\", then load that file"
+    )]
+    LegacyXls {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The workbook holds no worksheet iom can read.
+    #[error("{path}: {detail}")]
+    NoSheet {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        detail: String,
+    },
+    /// Row 1 holds none of the known column names.
+    #[error(
+        "{path}: sheet {sheet:?} has no scanlist header row (expected check, thumbnail, roll, \
+         seq_name, shot_name, version, type, scan_path, … in row 1)"
+    )]
+    NoHeader {
+        /// The file.
+        path: PathBuf,
+        /// The sheet.
+        sheet: String,
+    },
+    /// A header iom does not know: its column could carry data the user expects to be used.
+    #[error(
+        "{path}: sheet {sheet:?}, cell {cell}: unknown column {header:?}; iom reads only \
+         the scanlist columns ({known}): rename or delete that column"
+    )]
+    UnknownHeader {
+        /// The file.
+        path: PathBuf,
+        /// The sheet.
+        sheet: String,
+        /// The header cell, e.g. `AA1`.
+        cell: String,
+        /// The header text.
+        header: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// The same column name twice (`duraiton` counts as `duration`).
+    #[error(
+        "{path}: sheet {sheet:?}: column {header:?} appears twice (cells {first} and {second}); \
+         delete one of them"
+    )]
+    DuplicateHeader {
+        /// The file.
+        path: PathBuf,
+        /// The sheet.
+        sheet: String,
+        /// The column name.
+        header: String,
+        /// The first header cell.
+        first: String,
+        /// The second header cell.
+        second: String,
+    },
+    /// A formula cell: scanlists must hold plain values (no `=HYPERLINK`, no computed paths).
+    #[error(
+        "{path}: sheet {sheet:?}, cell {cell} ({column}): formulas are not accepted in a \
+         scanlist (found ={formula}); replace the formula by its value (copy, paste values)"
+    )]
+    Formula {
+        /// The file.
+        path: PathBuf,
+        /// The sheet.
+        sheet: String,
+        /// The cell, e.g. `H5`.
+        cell: String,
+        /// The column name (or `no header`).
+        column: String,
+        /// The formula text (shortened).
+        formula: String,
+    },
+    /// A cell whose value is not acceptable for its column.
+    #[error("{path}: sheet {sheet:?}, cell {cell} ({column}): {message}")]
+    Cell {
+        /// The file.
+        path: PathBuf,
+        /// The sheet.
+        sheet: String,
+        /// The cell, e.g. `F5`.
+        cell: String,
+        /// The column name.
+        column: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The workbook could not be built or saved.
+    #[error("cannot write scanlist {path}: {detail}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl crate::error::Classify for ScanlistError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            ScanlistError::Io { source, .. } => crate::error::io_class(source),
+            _ => crate::error::ErrorClass::Permanent,
+        }
+    }
+}
