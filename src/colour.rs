@@ -35,6 +35,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::config::ColourSettings;
 use crate::error::{io_class, Classify, ErrorClass};
@@ -224,7 +225,6 @@ fn identity(v: f64) -> f64 {
 
 /// A row-major 3×3 matrix.
 pub type Mat3 = [[f64; 3]; 3];
-
 
 /// CIE 1931 xy of D65 as ITU-R BT.709 gives it.
 const D65: [f64; 2] = [0.3127, 0.3290];
@@ -625,16 +625,18 @@ const DECODE_STEPS: usize = 4096;
 /// display-referred input, whose values cannot exceed the display range).
 #[derive(Debug, Clone)]
 struct DecodeTable {
-    nodes: Box<[f32]>,
+    /// A fixed-size array, so the two lookups need no bounds checks.
+    nodes: Box<[f32; DECODE_STEPS + 1]>,
     exact: fn(f64) -> f64,
     clamp_to_unit: bool,
 }
 
 impl DecodeTable {
     fn new(exact: fn(f64) -> f64, clamp_to_unit: bool) -> Self {
-        let nodes = (0..=DECODE_STEPS)
-            .map(|i| exact(i as f64 / DECODE_STEPS as f64) as f32)
-            .collect();
+        let mut nodes = Box::new([0.0f32; DECODE_STEPS + 1]);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            *n = exact(i as f64 / DECODE_STEPS as f64) as f32;
+        }
         DecodeTable {
             nodes,
             exact,
@@ -644,23 +646,34 @@ impl DecodeTable {
 
     #[inline]
     fn eval(&self, v: f32) -> f32 {
-        let v = if self.clamp_to_unit {
-            // `max` first so NaN becomes 0.
-            v.max(0.0).min(1.0)
-        } else if !v.is_finite() {
-            return 0.0;
-        } else if !(0.0..=1.0).contains(&v) {
-            return (self.exact)(f64::from(v)) as f32;
+        if (0.0..=1.0).contains(&v) {
+            let x = v * DECODE_STEPS as f32;
+            // `x` is in 0..=4096: an i32 conversion is one instruction, where a
+            // saturating usize one is several.
+            let i = (x as i32).min(DECODE_STEPS as i32 - 1);
+            let frac = x - i as f32;
+            let i = i as usize;
+            let (a, b) = (self.nodes[i], self.nodes[i + 1]);
+            a + (b - a) * frac
         } else {
-            v
-        };
-        let x = v * DECODE_STEPS as f32;
-        // `x` is in 0..=DECODE_STEPS, so `i + 1` stays inside the table.
-        let i = (x as usize).min(DECODE_STEPS - 1);
-        let frac = x - i as f32;
-        match (self.nodes.get(i), self.nodes.get(i + 1)) {
-            (Some(&a), Some(&b)) => a + (b - a) * frac,
-            _ => (self.exact)(f64::from(v)) as f32,
+            self.eval_outside(v)
+        }
+    }
+
+    /// Out of `0..=1` (or NaN): clamp display-referred input, use the exact
+    /// formula for log input, and turn NaN/∞ into 0.
+    #[cold]
+    fn eval_outside(&self, v: f32) -> f32 {
+        if self.clamp_to_unit {
+            if v > 1.0 {
+                self.nodes[DECODE_STEPS]
+            } else {
+                self.nodes[0]
+            }
+        } else if !v.is_finite() {
+            0.0
+        } else {
+            (self.exact)(f64::from(v)) as f32
         }
     }
 }
@@ -771,7 +784,8 @@ pub struct Pipeline {
     output: Option<String>,
     pre: Pre,
     post: Post,
-    lut: Option<(CubeLut, LutPlacement)>,
+    /// Shared: a 65³ LUT is 3 MB and every worker clones the pipeline.
+    lut: Option<(Arc<CubeLut>, LutPlacement)>,
 }
 
 /// A settings value that names its origin, for error messages.
@@ -907,7 +921,7 @@ impl Pipeline {
             output: None,
             pre,
             post,
-            lut,
+            lut: lut.map(|(l, p)| (Arc::new(l), p)),
         })
     }
 
@@ -933,7 +947,7 @@ impl Pipeline {
 
     /// The LUT and where it applies, if any.
     pub fn lut(&self) -> Option<(&CubeLut, LutPlacement)> {
-        self.lut.as_ref().map(|(l, p)| (l, *p))
+        self.lut.as_ref().map(|(l, p)| (&**l, *p))
     }
 
     /// Stage 1 on one sample: the input value to the linear domain thumbnails are

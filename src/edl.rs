@@ -925,7 +925,7 @@ impl Parser {
         Ok(())
     }
 
-    fn read_event(&mut self, n: usize, line: &str) -> Result<Event, EdlError> {
+    fn read_event(&self, n: usize, line: &str) -> Result<Event, EdlError> {
         let toks: Vec<&str> = line.split_whitespace().collect();
         let syntax = |event: Option<u32>, detail: String| EdlError::Syntax {
             at: Location {

@@ -536,6 +536,9 @@ fn scan_sequence(ctx: &Ctx<'_>, s: &Sequence, thumb: &Path) -> ItemResult {
     out
 }
 
+/// Movie frames decoded per call when making event thumbnails (bounds memory).
+const MOVIE_THUMB_BATCH: usize = 4;
+
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -604,19 +607,11 @@ fn scan_movie(ctx: &Ctx<'_>, m: &Movie) -> ItemResult {
         .rsplit_once('.')
         .map(|(b, _)| b.to_string())
         .unwrap_or_else(|| file_name.clone());
-    // The movie's own start timecode; the hour rule (3600 × nominal fps) only
-    // when it has none (the original used 86400 at every rate).
-    let (movie_start, start_known) = match info
+    // The movie's own start timecode (the original assumed a 24-fps hour).
+    let tagged_start = info
         .timecode
         .as_deref()
-        .and_then(|t| Timecode::parse(t, fps, false).ok())
-    {
-        Some(t) => (t, true),
-        None => (
-            Timecode::from_frames(fps.frames_per_hour(false), fps, false),
-            false,
-        ),
-    };
+        .and_then(|t| Timecode::parse(t, fps, false).ok());
 
     let mut events: Vec<(PathBuf, edl::Event)> = Vec::new();
     for edl_path in &m.edls {
@@ -643,12 +638,27 @@ fn scan_movie(ctx: &Ctx<'_>, m: &Movie) -> ItemResult {
                 .push(issue(Severity::Error, edl_path, e.to_string())),
         }
     }
+    // Without a tag: the hour rule (3600 × nominal fps) when the edit starts at or
+    // after one hour, else the edit's first record-in, so an edit that starts at
+    // 00:59:53:11 does not map to negative frames.
+    let first_rec = events
+        .iter()
+        .map(|(_, e)| e.rec_in)
+        .min_by_key(|t| t.frames());
+    let start_known = tagged_start.is_some();
+    let movie_start = tagged_start.unwrap_or_else(|| {
+        let hour = edl::hour_start(fps, false);
+        match first_rec {
+            Some(f) if f.frames() < hour.frames() => f,
+            _ => hour,
+        }
+    });
     if !events.is_empty() && !start_known {
         out.issues.push(issue(
             Severity::Warning,
             &m.path,
             format!(
-                "movie has no timecode tag; EDL record times are taken from {movie_start} (one hour at {fps} fps)"
+                "movie has no timecode tag; its first frame is taken to be record {movie_start} at {fps} fps"
             ),
         ));
     }
@@ -739,31 +749,38 @@ fn scan_movie(ctx: &Ctx<'_>, m: &Movie) -> ItemResult {
             .enumerate()
             .map(|(rank, &s)| (s, thumb_dir.join(format!("{base}.{:04}.jpg", rank + 1))))
             .collect();
-        match movie::decode_frames(&m.path, &indices) {
-            Ok(images) => {
-                for (img, s) in images.iter().zip(&starts) {
-                    let path = &names[s];
-                    let rendered = thumbnail::render(
-                        img,
-                        ctx.pipeline,
-                        ctx.settings.thumbnail.width,
-                        ctx.settings.thumbnail.height,
-                    );
-                    match thumbnail::write_jpeg(&rendered, path, ctx.settings.thumbnail.quality) {
-                        Ok(()) => {
-                            for r in rows.iter_mut().filter(|r| r.start_frame == Some(*s)) {
-                                r.thumbnail = Some(path.clone());
-                            }
+        // A few frames per call: each decoded 1080p frame is ~25 MB of floats.
+        for (idx, st) in indices
+            .chunks(MOVIE_THUMB_BATCH)
+            .zip(starts.chunks(MOVIE_THUMB_BATCH))
+        {
+            let images = match movie::decode_frames(&m.path, idx) {
+                Ok(images) => images,
+                Err(e) => {
+                    out.issues
+                        .push(issue(Severity::Warning, &m.path, format!("thumbnail: {e}")));
+                    break;
+                }
+            };
+            for (img, s) in images.iter().zip(st) {
+                let path = &names[s];
+                let rendered = thumbnail::render(
+                    img,
+                    ctx.pipeline,
+                    ctx.settings.thumbnail.width,
+                    ctx.settings.thumbnail.height,
+                );
+                match thumbnail::write_jpeg(&rendered, path, ctx.settings.thumbnail.quality) {
+                    Ok(()) => {
+                        for r in rows.iter_mut().filter(|r| r.start_frame == Some(*s)) {
+                            r.thumbnail = Some(path.clone());
                         }
-                        Err(e) => out
-                            .issues
-                            .push(issue(Severity::Warning, path, e.to_string())),
                     }
+                    Err(e) => out
+                        .issues
+                        .push(issue(Severity::Warning, path, e.to_string())),
                 }
             }
-            Err(e) => out
-                .issues
-                .push(issue(Severity::Warning, &m.path, format!("thumbnail: {e}"))),
         }
     }
     out.rows = rows;

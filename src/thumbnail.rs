@@ -160,6 +160,7 @@ impl Taps {
         taps
     }
 
+    #[inline]
     fn of(&self, o: usize) -> (usize, &[f32]) {
         let start = self.offset[o];
         (self.first[o], &self.weights[start..start + self.count[o]])

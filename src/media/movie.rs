@@ -23,6 +23,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
 use ff::ffi;
@@ -669,7 +670,6 @@ pub fn probe(path: &Path) -> Result<MovieInfo, MediaError> {
     );
     let index_end = index_data_end(&stream);
     let container = input.format().name().to_string();
-    drop(stream);
 
     if let Some(detail) = mov_truncation(path) {
         return Err(MediaError::Truncated {
@@ -1645,7 +1645,11 @@ pub fn write_test_movie(path: &Path, spec: &MovieSpec) -> Result<(), MediaError>
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| spec_error(path, "the output file name is not valid Unicode"))?;
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    // Unique per process and call, so parallel writers never share a temporary file.
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let tmp: PathBuf =
+        path.with_file_name(format!(".{name}.{}-{serial}.partial", std::process::id()));
     let result = write_movie(&tmp, path, container, pix, spec);
     match result {
         Ok(()) => std::fs::rename(&tmp, path).map_err(MediaError::io(path)),
@@ -1921,7 +1925,7 @@ mod tests {
     fn atom(kind: &[u8; 4], body: usize) -> Vec<u8> {
         let mut v = ((body + 8) as u32).to_be_bytes().to_vec();
         v.extend_from_slice(kind);
-        v.extend(std::iter::repeat(0u8).take(body));
+        v.extend(std::iter::repeat_n(0u8, body));
         v
     }
 

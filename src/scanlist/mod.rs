@@ -179,7 +179,8 @@ pub enum ScanlistError {
     /// A header iom does not know: its column could carry data the user expects to be used.
     #[error(
         "{path}: sheet {sheet:?}, cell {cell}: unknown column {header:?}; iom reads only \
-         the scanlist columns ({known}): rename or delete that column"
+         the scanlist columns ({}): rename or delete that column",
+        COLUMNS.join(", ")
     )]
     UnknownHeader {
         /// The file.
@@ -190,13 +191,11 @@ pub enum ScanlistError {
         cell: String,
         /// The header text.
         header: String,
-        /// The known names, comma-separated.
-        known: String,
     },
     /// The same column name twice (`duraiton` counts as `duration`).
     #[error(
-        "{path}: sheet {sheet:?}: column {header:?} appears twice (cells {first} and {second}); \
-         delete one of them"
+        "{path}: sheet {sheet:?}: column {header:?} appears twice (cells {cells}); delete one \
+         of them"
     )]
     DuplicateHeader {
         /// The file.
@@ -205,39 +204,29 @@ pub enum ScanlistError {
         sheet: String,
         /// The column name.
         header: String,
-        /// The first header cell.
-        first: String,
-        /// The second header cell.
-        second: String,
+        /// The two header cells, e.g. `P1 and Q1`.
+        cells: String,
     },
     /// A formula cell: scanlists must hold plain values (no `=HYPERLINK`, no computed paths).
     #[error(
-        "{path}: sheet {sheet:?}, cell {cell} ({column}): formulas are not accepted in a \
-         scanlist (found ={formula}); replace the formula by its value (copy, paste values)"
+        "{path}: {at}: formulas are not accepted in a scanlist (found ={formula}); replace \
+         the formula by its value (copy, paste values)"
     )]
     Formula {
         /// The file.
         path: PathBuf,
-        /// The sheet.
-        sheet: String,
-        /// The cell, e.g. `H5`.
-        cell: String,
-        /// The column name (or `no header`).
-        column: String,
+        /// Where.
+        at: Box<CellAt>,
         /// The formula text (shortened).
         formula: String,
     },
     /// A cell whose value is not acceptable for its column.
-    #[error("{path}: sheet {sheet:?}, cell {cell} ({column}): {message}")]
+    #[error("{path}: {at}: {message}")]
     Cell {
         /// The file.
         path: PathBuf,
-        /// The sheet.
-        sheet: String,
-        /// The cell, e.g. `F5`.
-        cell: String,
-        /// The column name.
-        column: String,
+        /// Where.
+        at: Box<CellAt>,
         /// What is wrong and what to do.
         message: String,
     },
@@ -249,6 +238,27 @@ pub enum ScanlistError {
         /// What failed.
         detail: String,
     },
+}
+
+/// A cell of a scanlist sheet, for error messages and for a UI to point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellAt {
+    /// The sheet.
+    pub sheet: String,
+    /// The cell, e.g. `H5`.
+    pub cell: String,
+    /// The column's header (or `no header`).
+    pub column: String,
+}
+
+impl std::fmt::Display for CellAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sheet {:?}, cell {} ({})",
+            self.sheet, self.cell, self.column
+        )
+    }
 }
 
 impl crate::error::Classify for ScanlistError {

@@ -38,7 +38,7 @@ use std::path::{Component, Path, PathBuf};
 
 use calamine::{DataRef, Reader, SheetType, Xlsx, XlsxFormulaMetadata};
 
-use super::{Row, ScanlistError, COLUMNS, THUMBNAIL_DIR};
+use super::{CellAt, Row, ScanlistError, COLUMNS, THUMBNAIL_DIR};
 use crate::config::ScanlistSettings;
 use crate::media::MediaFormat;
 
@@ -127,7 +127,8 @@ pub fn read_with_thumbnail_dir(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(|p| normalise(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())));
-    let root = delivery_root.map(|r| normalise(&std::path::absolute(r).unwrap_or_else(|_| r.to_path_buf())));
+    let root = delivery_root
+        .map(|r| normalise(&std::path::absolute(r).unwrap_or_else(|_| r.to_path_buf())));
     let ctx = Ctx {
         path,
         sheet: &sheet,
@@ -140,9 +141,11 @@ pub fn read_with_thumbnail_dir(
         let column = column_name_at(&grid, *c);
         return Err(ScanlistError::Formula {
             path: path.to_path_buf(),
-            sheet: sheet.clone(),
-            cell: cell_ref(*r, *c),
-            column,
+            at: Box::new(CellAt {
+                sheet: sheet.clone(),
+                cell: cell_ref(*r, *c),
+                column,
+            }),
             formula: formula.clone(),
         });
     }
@@ -233,7 +236,10 @@ fn open_sniffed(path: &Path) -> Result<std::fs::File, ScanlistError> {
     }
     let what = if magic.starts_with(b"PK") {
         "a zip file without a workbook at its start (an empty or spanned zip)".to_string()
-    } else if magic.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+    } else if magic
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
         "it is plain text (a CSV or an export?), not a workbook; save it from Excel as .xlsx"
             .to_string()
     } else {
@@ -320,14 +326,16 @@ fn read_grid(
     while let Some(rec) = reader.next_cell_with_formula_metadata().map_err(not_wb)? {
         if let Some(f) = rec.formula {
             let text = match f {
-                XlsxFormulaMetadata::Normal { formula } | XlsxFormulaMetadata::Shared { formula, .. } => {
-                    shorten(&formula)
-                }
+                XlsxFormulaMetadata::Normal { formula }
+                | XlsxFormulaMetadata::Shared { formula, .. } => shorten(&formula),
                 XlsxFormulaMetadata::SharedDerived { .. } => "(a shared formula)".to_string(),
                 // Future kinds of formula are formulas too.
                 _ => "(a formula)".to_string(),
             };
-            let earlier = grid.first_formula.as_ref().is_some_and(|(p, _)| *p <= rec.pos);
+            let earlier = grid
+                .first_formula
+                .as_ref()
+                .is_some_and(|(p, _)| *p <= rec.pos);
             if !earlier {
                 grid.first_formula = Some((rec.pos, text));
             }
@@ -340,7 +348,11 @@ fn read_grid(
             DataRef::SharedString(s) => Value::Text(s.to_string()),
             DataRef::Bool(b) => Value::Bool(b),
             DataRef::DateTime(d) => {
-                let offset = if is_1904 && d.is_datetime() { 1462.0 } else { 0.0 };
+                let offset = if is_1904 && d.is_datetime() {
+                    1462.0
+                } else {
+                    0.0
+                };
                 Value::Date(d.as_f64() + offset)
             }
             DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => Value::Text(s),
@@ -386,9 +398,11 @@ impl Ctx<'_> {
     fn cell_err(&self, r: u32, c: u32, column: &str, message: String) -> ScanlistError {
         ScanlistError::Cell {
             path: self.path.to_path_buf(),
-            sheet: self.sheet.to_string(),
-            cell: cell_ref(r, c),
-            column: column.to_string(),
+            at: Box::new(CellAt {
+                sheet: self.sheet.to_string(),
+                cell: cell_ref(r, c),
+                column: column.to_string(),
+            }),
             message,
         }
     }
@@ -433,7 +447,6 @@ fn parse_header(ctx: &Ctx<'_>, grid: &Grid) -> Result<Header, ScanlistError> {
                 sheet: ctx.sheet.to_string(),
                 cell: cell_ref(0, c),
                 header: raw,
-                known: COLUMNS.join(", "),
             });
         };
         if let Some(first) = header.cols[k] {
@@ -441,8 +454,7 @@ fn parse_header(ctx: &Ctx<'_>, grid: &Grid) -> Result<Header, ScanlistError> {
                 path: ctx.path.to_path_buf(),
                 sheet: ctx.sheet.to_string(),
                 header: COLUMNS[k].to_string(),
-                first: cell_ref(0, first),
-                second: cell_ref(0, c),
+                cells: format!("{} and {}", cell_ref(0, first), cell_ref(0, c)),
             });
         }
         header.cols[k] = Some(c);
@@ -517,8 +529,9 @@ fn to_text(v: &Value) -> Result<String, String> {
         }
         Value::Text(s) => s.clone(),
         Value::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
-        Value::Date(d) => excel_date_text(*d)
-            .ok_or_else(|| format!("the date serial {d} is out of range"))?,
+        Value::Date(d) => {
+            excel_date_text(*d).ok_or_else(|| format!("the date serial {d} is out of range"))?
+        }
         Value::Error(e) => return Err(format!("the cell holds the error {e}; type a value")),
     })
 }
@@ -606,7 +619,9 @@ fn to_float(v: &Value) -> Result<Option<f64>, String> {
         }
         Value::Bool(_) => return Err("TRUE/FALSE is not a number".into()),
         Value::Date(_) => {
-            return Err("Excel shows this as a date; format the column as Number and retype it".into())
+            return Err(
+                "Excel shows this as a date; format the column as Number and retype it".into(),
+            )
         }
         Value::Error(e) => return Err(format!("the cell holds the error {e}; type a number")),
     };
@@ -622,7 +637,13 @@ pub fn repair_numeric_timecode(n: i64) -> Option<String> {
         return None;
     }
     let s = format!("{n:08}");
-    Some(format!("{}:{}:{}:{}", &s[0..2], &s[2..4], &s[4..6], &s[6..8]))
+    Some(format!(
+        "{}:{}:{}:{}",
+        &s[0..2],
+        &s[2..4],
+        &s[4..6],
+        &s[6..8]
+    ))
 }
 
 fn to_timecode(v: &Value) -> Result<String, String> {
@@ -665,7 +686,11 @@ fn to_check(v: &Value) -> Result<bool, String> {
             !(t.is_empty() || t == "0" || t.eq_ignore_ascii_case("false") || is_nan_text(t))
         }
         Value::Date(_) => true,
-        Value::Error(e) => return Err(format!("the cell holds the error {e}; type o or leave it empty")),
+        Value::Error(e) => {
+            return Err(format!(
+                "the cell holds the error {e}; type o or leave it empty"
+            ))
+        }
     })
 }
 
@@ -714,23 +739,28 @@ fn parse_row(
         };
         let n = to_int(v).map_err(|m| err(name, c, m))?;
         match n {
-            Some(n) if !(min..=max).contains(&n) => {
-                Err(err(name, c, format!("{n} is out of range ({min} to {max})")))
-            }
+            Some(n) if !(min..=max).contains(&n) => Err(err(
+                name,
+                c,
+                format!("{n} is out of range ({min} to {max})"),
+            )),
             n => Ok(n),
         }
     };
-    let float = |name: &'static str, min: f64, max: f64| -> Result<Option<(u32, f64)>, ScanlistError> {
-        let Some((c, v)) = get(name) else {
-            return Ok(None);
-        };
-        match to_float(v).map_err(|m| err(name, c, m))? {
-            Some(f) if !(min..=max).contains(&f) => {
-                Err(err(name, c, format!("{f} is out of range ({min} to {max})")))
+    let float =
+        |name: &'static str, min: f64, max: f64| -> Result<Option<(u32, f64)>, ScanlistError> {
+            let Some((c, v)) = get(name) else {
+                return Ok(None);
+            };
+            match to_float(v).map_err(|m| err(name, c, m))? {
+                Some(f) if !(min..=max).contains(&f) => Err(err(
+                    name,
+                    c,
+                    format!("{f} is out of range ({min} to {max})"),
+                )),
+                f => Ok(f.map(|f| (c, f))),
             }
-            f => Ok(f.map(|f| (c, f))),
-        }
-    };
+        };
     let timecode = |name: &'static str| -> Result<String, ScanlistError> {
         match get(name) {
             None => Ok(String::new()),
@@ -796,7 +826,7 @@ fn parse_row(
 
     let version = int("version", 0, MAX_VERSION)?.map(|v| v as u32);
     let framerate = match float("framerate", 0.0, MAX_FPS)? {
-        Some((_, f)) if f == 0.0 => {
+        Some((_, 0.0)) => {
             warnings.push(format!("row {}: framerate 0 read as empty", r + 1));
             None
         }
@@ -862,7 +892,10 @@ fn thumbnail_path(
         ));
     }
     if base.is_empty() || base == "." || base == ".." {
-        warnings.push(format!("row {}: thumbnail {cell:?} has no file name; ignored", r + 1));
+        warnings.push(format!(
+            "row {}: thumbnail {cell:?} has no file name; ignored",
+            r + 1
+        ));
         return None;
     }
     let movie = MediaFormat::from_extension(ext) == Some(MediaFormat::Movie);
@@ -892,10 +925,19 @@ mod tests {
     #[test]
     fn numeric_timecodes_are_repaired() {
         assert_eq!(to_timecode(&Value::Int(1_000_000)).unwrap(), "01:00:00:00");
-        assert_eq!(to_timecode(&Value::Float(23_595_923.0)).unwrap(), "23:59:59:23");
+        assert_eq!(
+            to_timecode(&Value::Float(23_595_923.0)).unwrap(),
+            "23:59:59:23"
+        );
         assert_eq!(to_timecode(&Value::Float(0.0)).unwrap(), "00:00:00:00");
-        assert_eq!(to_timecode(&Value::Text("1000000".into())).unwrap(), "01:00:00:00");
-        assert_eq!(to_timecode(&Value::Text("01:00:00:00".into())).unwrap(), "01:00:00:00");
+        assert_eq!(
+            to_timecode(&Value::Text("1000000".into())).unwrap(),
+            "01:00:00:00"
+        );
+        assert_eq!(
+            to_timecode(&Value::Text("01:00:00:00".into())).unwrap(),
+            "01:00:00:00"
+        );
         assert_eq!(to_timecode(&Value::Text("NaN".into())).unwrap(), "");
         assert!(to_timecode(&Value::Float(1.5)).is_err());
         assert!(to_timecode(&Value::Int(-1)).is_err());
@@ -932,7 +974,10 @@ mod tests {
 
     #[test]
     fn paths_normalise_lexically() {
-        assert_eq!(normalise(Path::new("/a/b/../c/./d/")), PathBuf::from("/a/c/d"));
+        assert_eq!(
+            normalise(Path::new("/a/b/../c/./d/")),
+            PathBuf::from("/a/c/d")
+        );
         assert_eq!(normalise(Path::new("/../../etc")), PathBuf::from("/etc"));
         assert_eq!(normalise(Path::new("/a//b")), PathBuf::from("/a/b"));
     }

@@ -68,10 +68,12 @@ pub fn write_with_warnings(
     settings: &ScanlistSettings,
 ) -> Result<Vec<String>, ScanlistError> {
     let (mut workbook, warnings) = build_workbook(path, rows, issues, settings)?;
-    let bytes = workbook.save_to_buffer().map_err(|e| ScanlistError::Write {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let bytes = workbook
+        .save_to_buffer()
+        .map_err(|e| ScanlistError::Write {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
     write_atomic(path, &bytes)?;
     Ok(warnings)
 }
@@ -87,7 +89,11 @@ pub(crate) fn build_workbook(
         path: path.to_path_buf(),
         detail,
     };
-    if settings.sheet_name.trim().eq_ignore_ascii_case(ISSUES_SHEET) {
+    if settings
+        .sheet_name
+        .trim()
+        .eq_ignore_ascii_case(ISSUES_SHEET)
+    {
         return Err(bad(format!(
             "scanlist.sheet_name {:?} is the name of the issues sheet; choose another name",
             settings.sheet_name
@@ -109,8 +115,8 @@ pub(crate) fn build_workbook(
 
     let mut workbook = Workbook::new();
     let mut warnings = Vec::new();
-    // Text format: an edited timecode stays text instead of becoming a number.
-    let text = Format::new().set_num_format("@");
+    // Text format (built-in 49, `@`): an edited timecode stays text instead of becoming a number.
+    let text = Format::new().set_num_format_index(49);
 
     let sheet = workbook.add_worksheet();
     sheet
@@ -141,9 +147,8 @@ pub(crate) fn build_workbook(
             .ok()
             .filter(|r| *r < 1_048_576)
             .ok_or_else(|| bad(format!("{} rows do not fit in one sheet", rows.len())))?;
-        write_row(sheet, r, row, &text, settings, &mut warnings).map_err(|e| {
-            bad(format!("row {} ({}): {e}", r + 1, row.scan_name))
-        })?;
+        write_row(sheet, r, row, &text, settings, &mut warnings)
+            .map_err(|e| bad(format!("row {} ({}): {e}", r + 1, row.scan_name)))?;
     }
 
     let sheet = workbook.add_worksheet();
@@ -375,7 +380,11 @@ fn scanlists(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ScanlistError> {
 /// (`scanlist_09.xls` + `scanlist_12.xlsx` → `scanlist_13.xlsx`; after
 /// `scanlist_99` and `scanlist_100` comes `scanlist_101.xlsx`; none → `scanlist_01.xlsx`).
 pub fn next_scanlist_path(dir: &Path) -> Result<PathBuf, ScanlistError> {
-    let max = scanlists(dir)?.into_iter().map(|(n, _)| n).max().unwrap_or(0);
+    let max = scanlists(dir)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .max()
+        .unwrap_or(0);
     let next = max.checked_add(1).ok_or_else(|| ScanlistError::Write {
         path: dir.to_path_buf(),
         detail: "scanlist numbering is exhausted; move the old scanlists away".into(),
@@ -420,7 +429,10 @@ mod tests {
         assert_eq!(scanlist_number("scanlist_12.xlsx.bak"), None);
         assert_eq!(scanlist_number(".scanlist_12.xlsx.1.0.tmp"), None);
         assert_eq!(scanlist_number("scanlist_.xlsx"), None);
-        assert_eq!(scanlist_number("scanlist_99999999999999999999999.xlsx"), None);
+        assert_eq!(
+            scanlist_number("scanlist_99999999999999999999999.xlsx"),
+            None
+        );
     }
 
     #[test]

@@ -98,7 +98,8 @@ fn fixture(path: &Path, sheet: &str, header: &[&str], rows: &[Vec<C>]) {
                     ws.write_number(r, c, *n).unwrap();
                 }
                 C::F(f) => {
-                    ws.write_formula(r, c, Formula::new(*f).set_result("x")).unwrap();
+                    ws.write_formula(r, c, Formula::new(*f).set_result("x"))
+                        .unwrap();
                 }
                 C::E => {}
             }
@@ -219,7 +220,10 @@ fn full_26_column_round_trip() {
         range.get_value((1, 1)),
         Some(&Data::String("A001C003_A001C003_plate.1001.jpg".into()))
     );
-    assert_eq!(range.get_value((1, 19)), Some(&Data::String("01:00:00:00".into())));
+    assert_eq!(
+        range.get_value((1, 19)),
+        Some(&Data::String("01:00:00:00".into()))
+    );
     assert!(matches!(range.get_value((1, 13)), Some(Data::Float(f)) if *f == 1001.0));
     assert!(matches!(range.get_value((6, 0)), None | Some(Data::Empty)));
     assert!(matches!(range.get_value((6, 5)), None | Some(Data::Empty)));
@@ -228,7 +232,10 @@ fn full_26_column_round_trip() {
         issues_range.get_value((1, 2)),
         Some(&Data::String("frame 1005 is missing".into()))
     );
-    assert_eq!(issues_range.get_value((1, 0)), Some(&Data::String("warning".into())));
+    assert_eq!(
+        issues_range.get_value((1, 0)),
+        Some(&Data::String("warning".into()))
+    );
 
     // Pictures are stored uncompressed in the zip: the names and the JPEG bytes
     // themselves are in the file.
@@ -262,8 +269,14 @@ fn legacy_25_24_23_column_layouts_read_by_name() {
     let sp = seq.display().to_string();
     let cases = [
         (header_without(&["clip_tag"]), Layout::Columns25),
-        (header_without(&["clip_name", "clip_tag"]), Layout::Columns24),
-        (header_without(&["thumbnail", "clip_name", "clip_tag"]), Layout::Columns23),
+        (
+            header_without(&["clip_name", "clip_tag"]),
+            Layout::Columns24,
+        ),
+        (
+            header_without(&["thumbnail", "clip_name", "clip_tag"]),
+            Layout::Columns23,
+        ),
     ];
     for (header, layout) in cases {
         assert!(header.contains(&"duraiton"));
@@ -283,7 +296,11 @@ fn legacy_25_24_23_column_layouts_read_by_name() {
         assert_eq!(r.timecode_out, "01:00:00:09");
         assert_eq!(r.framerate, Some(24.0));
         assert_eq!(r.clip_tag, "");
-        let want_clip = if header.contains(&"clip_name") { "A001." } else { "" };
+        let want_clip = if header.contains(&"clip_name") {
+            "A001."
+        } else {
+            ""
+        };
         assert_eq!(r.clip_name, want_clip);
         let want_thumb = header
             .contains(&"thumbnail")
@@ -318,8 +335,16 @@ fn edge_cells_numeric_timecode_nan_empty_version_float_frames() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("s.xlsx");
     let header = [
-        "check", "scan_path", "roll", "version", "timecode_in", "timecode_out", "start_frame",
-        "just_in", "just_out", "framerate",
+        "check",
+        "scan_path",
+        "roll",
+        "version",
+        "timecode_in",
+        "timecode_out",
+        "start_frame",
+        "just_in",
+        "just_out",
+        "framerate",
     ];
     fixture(
         &path,
@@ -370,15 +395,26 @@ fn edge_cells_numeric_timecode_nan_empty_version_float_frames() {
     assert_eq!(b.start_frame, Some(1001));
     assert_eq!(b.framerate, None);
     // just_in after just_out, and framerate 0: read, with warnings.
-    assert!(back.warnings.iter().any(|w| w.contains("just_in")), "{:?}", back.warnings);
-    assert!(back.warnings.iter().any(|w| w.contains("framerate 0")), "{:?}", back.warnings);
+    assert!(
+        back.warnings.iter().any(|w| w.contains("just_in")),
+        "{:?}",
+        back.warnings
+    );
+    assert!(
+        back.warnings.iter().any(|w| w.contains("framerate 0")),
+        "{:?}",
+        back.warnings
+    );
 }
 
 fn read_err(path: &Path, root: Option<&Path>) -> String {
     let e = read(path, &settings(), root).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
     let msg = e.to_string();
-    assert!(msg.contains(&path.display().to_string()), "names the file: {msg}");
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "names the file: {msg}"
+    );
     msg
 }
 
@@ -386,7 +422,16 @@ fn read_err(path: &Path, root: Option<&Path>) -> String {
 fn scan_path_outside_root_or_relative_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("delivery");
-    let header = ["check", "version", "type", "shot_name", "roll", "seq_name", "thumbnail", "scan_path"];
+    let header = [
+        "check",
+        "version",
+        "type",
+        "shot_name",
+        "roll",
+        "seq_name",
+        "thumbnail",
+        "scan_path",
+    ];
     let cases = [
         ("/show/other/plates", "outside"),
         // `..` climbing out of the delivery, lexically.
@@ -400,7 +445,10 @@ fn scan_path_outside_root_or_relative_is_refused() {
         row.push(C::Own(sp.clone()));
         fixture(&path, "Sheet1", &header, &[row]);
         let msg = read_err(&path, Some(&root));
-        assert!(msg.contains("H2") && msg.contains("scan_path") && msg.contains(why), "{msg}");
+        assert!(
+            msg.contains("H2") && msg.contains("scan_path") && msg.contains(why),
+            "{msg}"
+        );
     }
     // `..` that stays inside is normalised, with a warning.
     let path = tmp.path().join("inside.xlsx");
@@ -408,14 +456,30 @@ fn scan_path_outside_root_or_relative_is_refused() {
     row.push(C::Own(format!("{}/A001/../B002", root.display())));
     fixture(&path, "Sheet1", &header, &[row]);
     let back = read(&path, &settings(), Some(&root)).unwrap();
-    assert_eq!(back.rows[0].scan_path, root.join("B002").display().to_string());
-    assert!(back.warnings.iter().any(|w| w.contains("read as")), "{:?}", back.warnings);
+    assert_eq!(
+        back.rows[0].scan_path,
+        root.join("B002").display().to_string()
+    );
+    assert!(
+        back.warnings.iter().any(|w| w.contains("read as")),
+        "{:?}",
+        back.warnings
+    );
 }
 
 #[test]
 fn formulas_are_refused_naming_the_cell() {
     let tmp = tempfile::tempdir().unwrap();
-    let header = ["check", "thumbnail", "roll", "seq_name", "shot_name", "version", "type", "scan_path"];
+    let header = [
+        "check",
+        "thumbnail",
+        "roll",
+        "seq_name",
+        "shot_name",
+        "version",
+        "type",
+        "scan_path",
+    ];
     let cases: Vec<(Vec<C>, &str, &str)> = vec![
         (
             {
@@ -427,7 +491,16 @@ fn formulas_are_refused_naming_the_cell() {
             "scan_path",
         ),
         (
-            vec![C::E, C::F(r#"=HYPERLINK("http://evil/x.jpg","x.jpg")"#), C::E, C::E, C::E, C::E, C::E, C::S("/a")],
+            vec![
+                C::E,
+                C::F(r#"=HYPERLINK("http://evil/x.jpg","x.jpg")"#),
+                C::E,
+                C::E,
+                C::E,
+                C::E,
+                C::E,
+                C::S("/a"),
+            ],
             "B2",
             "thumbnail",
         ),
@@ -472,19 +545,40 @@ fn bad_headers_are_refused() {
     let row = vec![C::S("/a"), C::S("x"), C::S("y")];
 
     let path = tmp.path().join("unknown.xlsx");
-    fixture(&path, "Sheet1", &["scan_path", "shot_name", "notes"], &[row.clone()]);
+    fixture(
+        &path,
+        "Sheet1",
+        &["scan_path", "shot_name", "notes"],
+        std::slice::from_ref(&row),
+    );
     let msg = read_err(&path, None);
     assert!(msg.contains("\"notes\"") && msg.contains("C1"), "{msg}");
 
     let path = tmp.path().join("dup.xlsx");
-    fixture(&path, "Sheet1", &["scan_path", "duration", "duraiton"], &[row.clone()]);
+    fixture(
+        &path,
+        "Sheet1",
+        &["scan_path", "duration", "duraiton"],
+        std::slice::from_ref(&row),
+    );
     let msg = read_err(&path, None);
-    assert!(msg.contains("twice") && msg.contains("B1") && msg.contains("C1"), "{msg}");
+    assert!(
+        msg.contains("twice") && msg.contains("B1") && msg.contains("C1"),
+        "{msg}"
+    );
 
     let path = tmp.path().join("noheader.xlsx");
-    fixture(&path, "Sheet1", &["Scanlist for delivery 12"], &[row.clone()]);
+    fixture(
+        &path,
+        "Sheet1",
+        &["Scanlist for delivery 12"],
+        std::slice::from_ref(&row),
+    );
     let msg = read_err(&path, None);
-    assert!(msg.contains("has no scanlist header row (expected check, thumbnail"), "{msg}");
+    assert!(
+        msg.contains("has no scanlist header row (expected check, thumbnail"),
+        "{msg}"
+    );
 
     // Data in row 1, no header at all.
     let path = tmp.path().join("data.xlsx");
@@ -492,9 +586,29 @@ fn bad_headers_are_refused() {
     let msg = read_err(&path, None);
     assert!(msg.contains("has no scanlist header row"), "{msg}");
 
+    // A value far away (XFD1048576) is one streamed cell, not a dense grid: a
+    // clear error, at once.
+    let path = tmp.path().join("far.xlsx");
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.write_string(0, 0, "scan_path").unwrap();
+    ws.write_string(1, 0, "/a").unwrap();
+    ws.write_string(1_048_575, 16_383, "x").unwrap();
+    wb.save(&path).unwrap();
+    let msg = read_err(&path, None);
+    assert!(
+        msg.contains("XFD1048576") && msg.contains("no header"),
+        "{msg}"
+    );
+
     // A value in a column without a header.
     let path = tmp.path().join("orphan.xlsx");
-    fixture(&path, "Sheet1", &["scan_path"], &[vec![C::S("/a"), C::E, C::S("note")]]);
+    fixture(
+        &path,
+        "Sheet1",
+        &["scan_path"],
+        &[vec![C::S("/a"), C::E, C::S("note")]],
+    );
     let msg = read_err(&path, None);
     assert!(msg.contains("C2") && msg.contains("no header"), "{msg}");
 }
@@ -503,7 +617,13 @@ fn bad_headers_are_refused() {
 fn broken_files_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good.xlsx");
-    write(&good, &[full_row(Path::new("/a"), "a.", "exr", None)], &[], &settings()).unwrap();
+    write(
+        &good,
+        &[full_row(Path::new("/a"), "a.", "exr", None)],
+        &[],
+        &settings(),
+    )
+    .unwrap();
     let bytes = std::fs::read(&good).unwrap();
 
     let path = tmp.path().join("scanlist_02.xlsx");
@@ -557,11 +677,19 @@ fn unicode_and_spaces_in_paths_round_trip() {
 fn other_sheet_name_reads_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("s.xlsx");
-    fixture(&path, "Plates", &["scan_path", "shot_name"], &[vec![C::S("/a"), C::S("X_0010")]]);
+    fixture(
+        &path,
+        "Plates",
+        &["scan_path", "shot_name"],
+        &[vec![C::S("/a"), C::S("X_0010")]],
+    );
     let back = read(&path, &settings(), None).unwrap();
     assert_eq!(back.sheet, "Plates");
     assert_eq!(back.rows[0].shot_name, "X_0010");
-    assert!(back.warnings.iter().any(|w| w.contains("Sheet1") && w.contains("Plates")));
+    assert!(back
+        .warnings
+        .iter()
+        .any(|w| w.contains("Sheet1") && w.contains("Plates")));
 
     // A configured sheet name is written and read without a warning.
     let s = ScanlistSettings {
@@ -569,7 +697,13 @@ fn other_sheet_name_reads_with_a_warning() {
         ..settings()
     };
     let path = tmp.path().join("t.xlsx");
-    write(&path, &[full_row(Path::new("/a"), "a.", "exr", None)], &[], &s).unwrap();
+    write(
+        &path,
+        &[full_row(Path::new("/a"), "a.", "exr", None)],
+        &[],
+        &s,
+    )
+    .unwrap();
     let back = read(&path, &s, None).unwrap();
     assert_eq!(back.sheet, "Plates");
     assert_eq!(back.layout, Layout::Columns26);
@@ -597,7 +731,10 @@ fn numbering_uses_the_numeric_maximum() {
     let d2 = d2.path();
     std::fs::write(d2.join("scanlist_99.xls"), "x").unwrap();
     std::fs::write(d2.join("scanlist_100.xlsx"), "x").unwrap();
-    assert_eq!(next_scanlist_path(d2).unwrap(), d2.join("scanlist_101.xlsx"));
+    assert_eq!(
+        next_scanlist_path(d2).unwrap(),
+        d2.join("scanlist_101.xlsx")
+    );
     assert_eq!(latest_scanlist(d2), Some(d2.join("scanlist_100.xlsx")));
 
     // On a tie the .xlsx wins.
@@ -646,7 +783,10 @@ fn missing_thumbnail_keeps_the_name_and_warns() {
     let path = tmp.path().join("scanlist_01.xlsx");
     let warnings = write_with_warnings(&path, &rows, &[], &settings()).unwrap();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(warnings[0].contains("A001_A001_plate.1001.jpg"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("A001_A001_plate.1001.jpg"),
+        "{warnings:?}"
+    );
     let bytes = std::fs::read(&path).unwrap();
     assert!(!contains(&bytes, b"xl/media/"), "no picture embedded");
     let back = read(&path, &settings(), Some(tmp.path())).unwrap();
@@ -669,8 +809,17 @@ fn write_replaces_an_existing_scanlist_atomically() {
     let entries = std::fs::read_dir(tmp.path()).unwrap().count();
     assert_eq!(entries, 1, "no temporary file left");
     // A folder that does not exist: an IO error naming it, nothing created.
-    let e = write(&tmp.path().join("no/such/scanlist_01.xlsx"), &a, &[], &settings()).unwrap_err();
-    assert!(matches!(e, ScanlistError::Io { .. }) && e.to_string().contains("no/such"), "{e}");
+    let e = write(
+        &tmp.path().join("no/such/scanlist_01.xlsx"),
+        &a,
+        &[],
+        &settings(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, ScanlistError::Io { .. }) && e.to_string().contains("no/such"),
+        "{e}"
+    );
 }
 
 /// A minimal zip member reader (central directory + RFC 1951 inflate), so the
@@ -685,14 +834,20 @@ mod unzip {
 
     /// The uncompressed bytes of member `name`.
     pub fn member(zip: &[u8], name: &str) -> Option<Vec<u8>> {
-        let eocd = (0..zip.len() - 21).rev().find(|&i| zip[i..].starts_with(b"PK\x05\x06"))?;
+        let eocd = (0..zip.len() - 21)
+            .rev()
+            .find(|&i| zip[i..].starts_with(b"PK\x05\x06"))?;
         let count = u16le(zip, eocd + 10);
         let mut at = u32le(zip, eocd + 16);
         for _ in 0..count {
             assert!(zip[at..].starts_with(b"PK\x01\x02"));
             let method = u16le(zip, at + 10);
             let csize = u32le(zip, at + 20);
-            let (n, m, k) = (u16le(zip, at + 28), u16le(zip, at + 30), u16le(zip, at + 32));
+            let (n, m, k) = (
+                u16le(zip, at + 28),
+                u16le(zip, at + 30),
+                u16le(zip, at + 32),
+            );
             let local = u32le(zip, at + 42);
             let this = &zip[at + 46..at + 46 + n];
             at += 46 + n + m + k;
@@ -788,7 +943,12 @@ mod unzip {
     ];
 
     pub fn inflate(data: &[u8]) -> Vec<u8> {
-        let mut b = Bits { data, pos: 0, buf: 0, n: 0 };
+        let mut b = Bits {
+            data,
+            pos: 0,
+            buf: 0,
+            n: 0,
+        };
         let mut out: Vec<u8> = Vec::new();
         loop {
             let last = b.get(1);
@@ -811,8 +971,9 @@ mod unzip {
                         let nlen = b.get(5) as usize + 257;
                         let ndist = b.get(5) as usize + 1;
                         let ncode = b.get(4) as usize + 4;
-                        const ORDER: [usize; 19] =
-                            [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
+                        const ORDER: [usize; 19] = [
+                            16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+                        ];
                         let mut cl = [0u8; 19];
                         for &o in ORDER.iter().take(ncode) {
                             cl[o] = b.get(3) as u8;
@@ -871,29 +1032,68 @@ fn sheet_xml_has_widths_heights_text_timecodes_and_a_scaled_picture() {
     let path = tmp.path().join("scanlist_01.xlsx");
     write(&path, &rows, &[], &settings()).unwrap();
     let zip = std::fs::read(&path).unwrap();
-    let sheet = String::from_utf8(unzip::member(&zip, "xl/worksheets/sheet1.xml").unwrap()).unwrap();
+    let sheet =
+        String::from_utf8(unzip::member(&zip, "xl/worksheets/sheet1.xml").unwrap()).unwrap();
     // rust_xlsxwriter stores widths with Excel's padding: 15 → 15.7109375.
-    assert!(sheet.contains(r#"<col min="1" max="1" width="15.7109375""#), "{sheet}");
-    assert!(sheet.contains(r#"<col min="2" max="2" width="40.7109375""#), "thumbnail width");
-    assert!(sheet.contains(r#"<col min="8" max="8" width="45.7109375""#), "scan_path width");
+    assert!(
+        sheet.contains(r#"<col min="1" max="1" width="15.7109375""#),
+        "{sheet}"
+    );
+    assert!(
+        sheet.contains(r#"<col min="2" max="2" width="40.7109375""#),
+        "thumbnail width"
+    );
+    assert!(
+        sheet.contains(r#"<col min="8" max="8" width="45.7109375""#),
+        "scan_path width"
+    );
     // Ranges of equal columns are merged: 26 columns in all, at width 15 but B and H;
     // the timecode columns (T, U) carry the text style.
-    assert!(sheet.contains(r#"<col min="22" max="26" width="15.7109375""#), "clip_tag width");
-    assert!(sheet.contains(r#"<col min="20" max="21" width="15.7109375" style="1""#), "{sheet}");
-    assert!(sheet.contains(r#"<row r="2" ht="144" customHeight="1""#), "row 2 height");
-    assert!(sheet.contains(r#"<row r="3" ht="144" customHeight="1""#), "row 3 height");
-    assert!(!sheet.contains(r#"<row r="1" ht="#), "the header row keeps its height");
+    assert!(
+        sheet.contains(r#"<col min="22" max="26" width="15.7109375""#),
+        "clip_tag width"
+    );
+    assert!(
+        sheet.contains(r#"<col min="20" max="21" width="15.7109375" style="1""#),
+        "{sheet}"
+    );
+    assert!(
+        sheet.contains(r#"<row r="2" spans="1:26" ht="144" customHeight="1">"#),
+        "{sheet}"
+    );
+    assert!(
+        sheet.contains(r#"<row r="3" spans="1:26" ht="144" customHeight="1">"#),
+        "row 3 height"
+    );
+    assert!(
+        sheet.contains(r#"<row r="1" spans="1:26">"#),
+        "the header row keeps its height"
+    );
     assert!(!sheet.contains("<f>"), "no formula");
     let styles = String::from_utf8(unzip::member(&zip, "xl/styles.xml").unwrap()).unwrap();
-    assert!(styles.contains(r#"numFmtId="49""#), "timecode cells use the text format");
+    assert!(styles.contains(r#"<xf numFmtId="49""#), "{styles}");
+    assert!(
+        sheet.contains(r#"<c r="T2" s="1" t="s">"#),
+        "timecode_in is styled text: {sheet}"
+    );
+    assert!(
+        sheet.contains(r#"<c r="U3" s="1" t="s">"#),
+        "timecode_out is styled text"
+    );
 
     let drawing =
         String::from_utf8(unzip::member(&zip, "xl/drawings/drawing1.xml").unwrap()).unwrap();
     // A floating picture anchored at B2 (col 1, row 1), shown at 240×135 px
     // (9525 EMU per pixel), not an Excel 365 "Place in Cell" image.
-    assert!(drawing.contains("<xdr:from><xdr:col>1</xdr:col>"), "{drawing}");
+    assert!(
+        drawing.contains("<xdr:from><xdr:col>1</xdr:col>"),
+        "{drawing}"
+    );
     assert!(drawing.contains("<xdr:row>1</xdr:row>"), "{drawing}");
-    assert!(drawing.contains(r#"<a:ext cx="2286000" cy="1285875"/>"#), "{drawing}");
+    assert!(
+        drawing.contains(r#"<a:ext cx="2286000" cy="1285875"/>"#),
+        "{drawing}"
+    );
     assert!(unzip::member(&zip, "xl/richData/rdrichvalue.xml").is_none());
     assert!(unzip::member(&zip, "xl/media/image1.jpeg").is_some());
 }
