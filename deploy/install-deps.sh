@@ -12,7 +12,7 @@ need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
          libavfilter-dev libavdevice-dev clang libclang-dev pkg-config \
-         ffmpeg openimageio-tools openexr hyperfine tcl rabbitmq-server; do
+         ffmpeg openimageio-tools openexr hyperfine time jq bc tcl rabbitmq-server; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

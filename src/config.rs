@@ -93,6 +93,90 @@ pub struct Settings {
     pub scanlist: ScanlistSettings,
     /// Logging.
     pub logging: LoggingSettings,
+    /// Publish layout and graph shape.
+    pub publish: PublishSettings,
+    /// RabbitMQ.
+    pub broker: BrokerSettings,
+    /// Farm workers.
+    pub worker: WorkerSettings,
+    /// Where registrations go.
+    pub tracker: TrackerSettings,
+}
+
+/// `publish:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    /// Plate frames folder template.
+    pub frames_dir: String,
+    /// Plate folder template (movies, filmstrip).
+    pub plate_dir: String,
+    /// JPEG proxy folder template.
+    pub jpg_dir: String,
+    /// Half-size JPEG proxy folder template.
+    pub jpg_2k_dir: String,
+    /// Plate name template.
+    pub plate_name: String,
+    /// Work folder template.
+    pub work_dir: String,
+    /// First published frame number.
+    pub first_frame: i64,
+    /// Published frame padding.
+    pub pad: usize,
+    /// Allowed seq types.
+    pub seq_types: Vec<String>,
+    /// Missing-frame policy.
+    pub gap_policy: crate::task::GapPolicy,
+    /// Steps each graph holds.
+    pub steps: Vec<crate::task::StepKind>,
+}
+
+/// `broker:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// AMQP URL without password; empty = embedded mode.
+    pub url: String,
+    /// Where the password comes from.
+    pub password: SecretRef,
+    /// Exchange/queue name prefix.
+    pub prefix: String,
+    /// Publisher-confirm timeout.
+    pub confirm_timeout_secs: u64,
+    /// `x-delivery-limit`.
+    pub delivery_limit: u32,
+    /// Retry delay tiers (seconds).
+    pub retry_tiers_secs: Vec<u64>,
+}
+
+/// `worker:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Concurrent tasks (= prefetch).
+    pub slots: u16,
+    /// Step queues consumed.
+    pub queues: Vec<crate::task::StepKind>,
+    /// Attempts before dead-lettering a transient failure.
+    pub max_attempts: u32,
+    /// Backoff base.
+    pub backoff_base_secs: u64,
+    /// Backoff cap.
+    pub backoff_cap_secs: u64,
+    /// SIGTERM grace period.
+    pub shutdown_grace_secs: u64,
+    /// Time limit per step kind.
+    pub time_limits_secs: BTreeMap<crate::task::StepKind, u64>,
+}
+
+/// `tracker:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSettings {
+    /// `local` or `shotgrid`.
+    pub kind: String,
+    /// Local tracker folder under the project root.
+    pub local_dir: String,
 }
 
 /// `project:` section.
@@ -340,6 +424,10 @@ impl Settings {
                 .with_list_parse_key("scan.image_extensions")
                 .with_list_parse_key("scan.movie_extensions")
                 .with_list_parse_key("scan.skip_dirs")
+                .with_list_parse_key("worker.queues")
+                .with_list_parse_key("publish.steps")
+                .with_list_parse_key("publish.seq_types")
+                .with_list_parse_key("broker.retry_tiers_secs")
                 .try_parsing(true)
                 .source(Some(env_map)),
         );
@@ -461,6 +549,58 @@ impl Settings {
         }
         if !["text", "json"].contains(&self.logging.format.as_str()) {
             return bad("logging.format", "expected text or json".into());
+        }
+        let p = &self.publish;
+        if !(1..=12).contains(&p.pad) {
+            return bad("publish.pad", format!("{} is outside 1..=12", p.pad));
+        }
+        if p.first_frame < 0 {
+            return bad("publish.first_frame", "must not be negative".into());
+        }
+        for t in &p.seq_types {
+            if !valid_component(t) {
+                return bad("publish.seq_types", format!("{t:?} is not a folder name"));
+            }
+        }
+        let b = &self.broker;
+        if b.retry_tiers_secs.is_empty() || b.retry_tiers_secs.contains(&0) {
+            return bad(
+                "broker.retry_tiers_secs",
+                "needs at least one tier, each above 0 seconds".into(),
+            );
+        }
+        if b.prefix.is_empty()
+            || !b
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return bad(
+                "broker.prefix",
+                format!("{:?}: use letters, digits, . _ -", b.prefix),
+            );
+        }
+        if b.delivery_limit == 0 {
+            return bad("broker.delivery_limit", "must be at least 1".into());
+        }
+        if b.confirm_timeout_secs == 0 {
+            return bad("broker.confirm_timeout_secs", "must be at least 1".into());
+        }
+        let w = &self.worker;
+        if w.slots == 0 {
+            return bad("worker.slots", "must be at least 1".into());
+        }
+        if w.max_attempts == 0 {
+            return bad("worker.max_attempts", "must be at least 1".into());
+        }
+        if w.queues.is_empty() {
+            return bad("worker.queues", "name at least one step queue".into());
+        }
+        if !["local", "shotgrid"].contains(&self.tracker.kind.as_str()) {
+            return bad(
+                "tracker.kind",
+                format!("{:?}: expected local or shotgrid", self.tracker.kind),
+            );
         }
         Ok(())
     }

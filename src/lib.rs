@@ -14,6 +14,7 @@
 //! - [`scanlist`]: the 26-column scanlist workbook: rows, writing, reading.
 //! - [`scan`]: the scan of a delivery, end to end, in a bounded parallel pool.
 //! - [`sample`]: generates sample deliveries (demo, tests, benchmarks).
+//! - [`task`]: the task model: typed task messages and publish graphs (pure).
 //! - [`logging`]: tracing subscriber set-up.
 
 pub mod colour;
@@ -26,5 +27,6 @@ pub mod sample;
 pub mod scan;
 pub mod scanlist;
 pub mod seq;
+pub mod task;
 pub mod thumbnail;
 pub mod timecode;

@@ -97,12 +97,13 @@ pub fn fit(src_w: u32, src_h: u32, pixel_aspect: f32, max_w: u32, max_h: u32) ->
     (side(display_w, max_w), side(display_h, max_h))
 }
 
-/// Filter taps for one axis: for output sample `o`, source samples
-/// `first[o] .. first[o] + count[o]` with weights `weights[offset[o] ..]`.
+/// Filter taps for one axis, padded to the same count `n` for every output
+/// sample so the inner loop has a fixed trip count: output `o` reads source
+/// samples `first[o] .. first[o] + n` with weights `weights[o * n ..][..n]`
+/// (zeros where the tent does not reach).
 struct Taps {
+    n: usize,
     first: Vec<usize>,
-    count: Vec<usize>,
-    offset: Vec<usize>,
     weights: Vec<f32>,
 }
 
@@ -114,56 +115,112 @@ impl Taps {
     fn new(src: usize, dst: usize) -> Taps {
         let scale = src as f64 / dst as f64;
         let support = scale.max(1.0);
-        let mut taps = Taps {
-            first: Vec::with_capacity(dst),
-            count: Vec::with_capacity(dst),
-            offset: Vec::with_capacity(dst),
-            weights: Vec::with_capacity(dst * (2 * support.ceil() as usize + 2)),
-        };
+        let mut ragged: Vec<(usize, Vec<f64>)> = Vec::with_capacity(dst);
         for o in 0..dst {
             // Continuous coordinates: source pixel j covers [j, j + 1).
             let centre = (o as f64 + 0.5) * scale;
             let lo = ((centre - support).floor().max(0.0) as usize).min(src - 1);
             let hi = ((centre + support).ceil() as usize).clamp(lo + 1, src);
-            let start = taps.weights.len();
             let mut first = None;
-            let mut sum = 0.0;
+            let mut ws = Vec::with_capacity(hi - lo);
             for j in lo..hi {
                 let w = 1.0 - ((j as f64 + 0.5) - centre).abs() / support;
                 if w > 0.0 {
                     first.get_or_insert(j);
-                    taps.weights.push(w as f32);
-                    sum += w;
+                    ws.push(w);
                 } else if first.is_some() {
                     break;
                 }
             }
-            let first = match first {
+            let sum: f64 = ws.iter().sum();
+            match first {
                 Some(f) if sum > 0.0 => {
-                    for w in &mut taps.weights[start..] {
-                        *w = (f64::from(*w) / sum) as f32;
-                    }
-                    f
+                    ws.iter_mut().for_each(|w| *w /= sum);
+                    ragged.push((f, ws));
                 }
                 // Cannot happen with a tent of radius ≥ 1, but fall back to the
                 // nearest pixel rather than produce black.
-                _ => {
-                    taps.weights.truncate(start);
-                    taps.weights.push(1.0);
-                    (centre as usize).min(src - 1)
-                }
-            };
-            taps.first.push(first);
-            taps.count.push(taps.weights.len() - start);
-            taps.offset.push(start);
+                _ => ragged.push(((centre as usize).min(src - 1), vec![1.0])),
+            }
+        }
+        // Every run lies inside 0..src, so n ≤ src and the shift below fits.
+        let n = ragged
+            .iter()
+            .map(|(_, w)| w.len())
+            .max()
+            .unwrap_or(1)
+            .min(src);
+        let mut taps = Taps {
+            n,
+            first: Vec::with_capacity(dst),
+            weights: vec![0.0; dst * n],
+        };
+        for ((first, ws), slot) in ragged.into_iter().zip(taps.weights.chunks_exact_mut(n)) {
+            let start = first.min(src - n);
+            let pad = first - start;
+            for (d, w) in slot[pad..].iter_mut().zip(ws) {
+                *d = w as f32;
+            }
+            taps.first.push(start);
         }
         taps
     }
 
-    #[inline]
+    #[cfg(test)]
     fn of(&self, o: usize) -> (usize, &[f32]) {
-        let start = self.offset[o];
-        (self.first[o], &self.weights[start..start + self.count[o]])
+        (self.first[o], &self.weights[o * self.n..(o + 1) * self.n])
+    }
+
+    /// Filters one row of interleaved RGB into `out` (`dst × 3` samples).
+    fn filter_row(&self, row: &[f32], out: &mut [f32]) {
+        // Fixed counts let the compiler unroll the taps and drop bounds checks;
+        // 2K → 960 uses 5, 4K → 960 uses 9.
+        match self.n {
+            1 => self.filter_row_k::<1>(row, out),
+            2 => self.filter_row_k::<2>(row, out),
+            3 => self.filter_row_k::<3>(row, out),
+            4 => self.filter_row_k::<4>(row, out),
+            5 => self.filter_row_k::<5>(row, out),
+            6 => self.filter_row_k::<6>(row, out),
+            7 => self.filter_row_k::<7>(row, out),
+            8 => self.filter_row_k::<8>(row, out),
+            9 => self.filter_row_k::<9>(row, out),
+            10 => self.filter_row_k::<10>(row, out),
+            _ => self.filter_row_any(row, out),
+        }
+    }
+
+    fn filter_row_k<const K: usize>(&self, row: &[f32], out: &mut [f32]) {
+        let per_out = out.chunks_exact_mut(3).zip(&self.first);
+        for ((px, &first), w) in per_out.zip(self.weights.chunks_exact(K)) {
+            let (Some(s), Ok(w)) = (
+                row.get(first * 3..(first + K) * 3),
+                <&[f32; K]>::try_from(w),
+            ) else {
+                continue;
+            };
+            let mut acc = [0.0f32; 3];
+            for k in 0..K {
+                acc[0] += s[3 * k] * w[k];
+                acc[1] += s[3 * k + 1] * w[k];
+                acc[2] += s[3 * k + 2] * w[k];
+            }
+            px.copy_from_slice(&acc);
+        }
+    }
+
+    fn filter_row_any(&self, row: &[f32], out: &mut [f32]) {
+        let per_out = out.chunks_exact_mut(3).zip(&self.first);
+        for ((px, &first), w) in per_out.zip(self.weights.chunks_exact(self.n)) {
+            let src = row.get(first * 3..).unwrap_or_default();
+            let mut acc = [0.0f32; 3];
+            for (s, &wk) in src.chunks_exact(3).zip(w) {
+                acc[0] += s[0] * wk;
+                acc[1] += s[1] * wk;
+                acc[2] += s[2] * wk;
+            }
+            px.copy_from_slice(&acc);
+        }
     }
 }
 
@@ -199,16 +256,7 @@ pub fn render(image: &RgbImage, pipeline: &Pipeline, max_w: u32, max_h: u32) -> 
                 }
             }
             pipeline.linearise_in_place(row);
-            for (x, px) in out.chunks_exact_mut(3).enumerate() {
-                let (first, weights) = htaps.of(x);
-                let mut acc = [0.0f32; 3];
-                for (s, &w) in row[first * 3..].chunks_exact(3).zip(weights) {
-                    acc[0] += s[0] * w;
-                    acc[1] += s[1] * w;
-                    acc[2] += s[2] * w;
-                }
-                px.copy_from_slice(&acc);
-            }
+            htaps.filter_row(row, out);
         },
     );
 
@@ -219,10 +267,16 @@ pub fn render(image: &RgbImage, pipeline: &Pipeline, max_w: u32, max_h: u32) -> 
         || vec![0.0f32; ow * 3],
         |acc, (y, dst)| {
             acc.fill(0.0);
-            let (first, weights) = vtaps.of(y);
+            let first = vtaps.first.get(y).copied().unwrap_or(0);
+            let n = vtaps.n;
+            let weights = vtaps.weights.get(y * n..(y + 1) * n).unwrap_or_default();
             for (k, &w) in weights.iter().enumerate() {
+                if w == 0.0 {
+                    continue;
+                }
                 let r = (first + k) * ow * 3;
-                for (a, &s) in acc.iter_mut().zip(&mid[r..r + ow * 3]) {
+                let src = mid.get(r..r + ow * 3).unwrap_or_default();
+                for (a, &s) in acc.iter_mut().zip(src) {
                     *a += s * w;
                 }
             }

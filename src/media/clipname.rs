@@ -77,8 +77,14 @@ mod tests {
 
     #[test]
     fn arri_with_date_and_reel() {
-        assert_eq!(f("A001C003_220101_R1AB.0001.exr").as_deref(), Some("A001C003_220101_R1AB"));
-        assert_eq!(f("ABC_0010_A001C003_plate.1001.exr").as_deref(), Some("A001C003"));
+        assert_eq!(
+            f("A001C003_220101_R1AB.0001.exr").as_deref(),
+            Some("A001C003_220101_R1AB")
+        );
+        assert_eq!(
+            f("ABC_0010_A001C003_plate.1001.exr").as_deref(),
+            Some("A001C003")
+        );
     }
 
     #[test]
@@ -92,19 +98,28 @@ mod tests {
 
     #[test]
     fn red() {
-        assert_eq!(f("A002_C003_0522AB_001.R3D").as_deref(), Some("A002_C003_0522AB"));
+        assert_eq!(
+            f("A002_C003_0522AB_001.R3D").as_deref(),
+            Some("A002_C003_0522AB")
+        );
         assert_eq!(f("A002_C003.0001.dpx").as_deref(), Some("A002_C003"));
     }
 
     #[test]
     fn sony_venice() {
-        assert_eq!(f("A001C003_220101AB.mxf").as_deref(), Some("A001C003_220101AB"));
+        assert_eq!(
+            f("A001C003_220101AB.mxf").as_deref(),
+            Some("A001C003_220101AB")
+        );
     }
 
     #[test]
     fn dji_beats_arri_prefix() {
         assert_eq!(f("A001C0012.mov").as_deref(), Some("A001C0012"));
-        assert_eq!(f("DJI_A001C0012_plate.0001.exr").as_deref(), Some("A001C0012"));
+        assert_eq!(
+            f("DJI_A001C0012_plate.0001.exr").as_deref(),
+            Some("A001C0012")
+        );
     }
 
     #[test]
@@ -122,7 +137,10 @@ mod tests {
             find("shot_0010.1001.exr", values).as_deref(),
             Some("A005C010_230101_R2CD")
         );
-        assert_eq!(find("A001C003.1001.exr", values).as_deref(), Some("A001C003"));
+        assert_eq!(
+            find("A001C003.1001.exr", values).as_deref(),
+            Some("A001C003")
+        );
         assert_eq!(find("shot.exr", ["nothing", "here"]), None);
     }
 }

@@ -174,15 +174,25 @@ impl DpxHeader {
 }
 
 fn corrupt(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Corrupt { path: path.to_path_buf(), format: FORMAT, detail: detail.into() }
+    MediaError::Corrupt {
+        path: path.to_path_buf(),
+        format: FORMAT,
+        detail: detail.into(),
+    }
 }
 
 fn truncated(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Truncated { path: path.to_path_buf(), detail: detail.into() }
+    MediaError::Truncated {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
 }
 
 fn unsupported(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Unsupported { path: path.to_path_buf(), detail: detail.into() }
+    MediaError::Unsupported {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
 }
 
 /// Bounds-checked field access in the file's byte order.
@@ -206,11 +216,23 @@ impl Fields<'_> {
     }
 
     fn u16(&self, at: usize) -> Option<u16> {
-        self.bytes::<2>(at).map(|b| if self.big { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+        self.bytes::<2>(at).map(|b| {
+            if self.big {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        })
     }
 
     fn u32(&self, at: usize) -> Option<u32> {
-        self.bytes::<4>(at).map(|b| if self.big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+        self.bytes::<4>(at).map(|b| {
+            if self.big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        })
     }
 
     /// A u32 that is not the undefined marker.
@@ -243,7 +265,9 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
     let mut file = File::open(path).map_err(MediaError::io(path))?;
     let file_len = file.metadata().map_err(MediaError::io(path))?.len();
     if file_len == 0 {
-        return Err(MediaError::Empty { path: path.to_path_buf() });
+        return Err(MediaError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     let mut buf = Vec::with_capacity(FULL_HEADER_LEN);
     (&mut file)
@@ -256,9 +280,18 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
         None => {
             let prefix_of = |m: &[u8]| m.starts_with(&buf[..]);
             if prefix_of(b"SDPX") || prefix_of(b"XPDS") {
-                return Err(truncated(path, format!("file is only {} bytes; the header is missing", buf.len())));
+                return Err(truncated(
+                    path,
+                    format!("file is only {} bytes; the header is missing", buf.len()),
+                ));
             }
-            return Err(corrupt(path, format!("file is {} bytes and does not start with SDPX or XPDS", buf.len())));
+            return Err(corrupt(
+                path,
+                format!(
+                    "file is {} bytes and does not start with SDPX or XPDS",
+                    buf.len()
+                ),
+            ));
         }
     };
     let big = match &magic_bytes {
@@ -270,14 +303,22 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
                 format!(
                     "magic is {:?} ({}), expected \"SDPX\" or \"XPDS\"",
                     String::from_utf8_lossy(other),
-                    other.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ")
+                    other
+                        .iter()
+                        .map(|b| format!("{b:02X}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ),
             ))
         }
     };
     debug_assert_eq!(u32::from_be_bytes(*b"SDPX"), MAGIC);
 
-    let all = Fields { buf: &buf, big, end: buf.len() };
+    let all = Fields {
+        buf: &buf,
+        big,
+        end: buf.len(),
+    };
     let header_offset = all.defined_u32(4).map(u64::from);
     if (buf.len() as u64) < IMAGE_HEADER_END as u64 {
         return Err(truncated(
@@ -290,7 +331,10 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
     }
     let element_offset = all.defined_u32(808).filter(|&o| o != 0).map(u64::from);
     let data_offset = element_offset.or(header_offset).ok_or_else(|| {
-        corrupt(path, "neither the file header nor image element 0 says where the pixels start")
+        corrupt(
+            path,
+            "neither the file header nor image element 0 says where the pixels start",
+        )
     })?;
     if data_offset < IMAGE_HEADER_END as u64 {
         return Err(corrupt(
@@ -300,13 +344,22 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
     }
     // Header fields past the start of the pixels are pixels (ffmpeg's 1664-byte
     // header has no film or TV section).
-    let header_end = usize::try_from(data_offset).unwrap_or(usize::MAX).min(buf.len());
-    let f = Fields { buf: &buf, big, end: header_end };
+    let header_end = usize::try_from(data_offset)
+        .unwrap_or(usize::MAX)
+        .min(buf.len());
+    let f = Fields {
+        buf: &buf,
+        big,
+        end: header_end,
+    };
 
     let width = f.u32(772).unwrap_or(0);
     let height = f.u32(776).unwrap_or(0);
     if width == 0 || height == 0 || width == UNDEFINED || height == UNDEFINED {
-        return Err(corrupt(path, format!("image size is {width}×{height} (bytes 772/776)")));
+        return Err(corrupt(
+            path,
+            format!("image size is {width}×{height} (bytes 772/776)"),
+        ));
     }
     let original_size = match (f.defined_u32(1424), f.defined_u32(1428)) {
         (Some(w), Some(h)) => Some((w, h)),
@@ -362,7 +415,10 @@ pub fn read_info(path: &Path) -> Result<ImageInfo, MediaError> {
         103 => "CbYCra",
         _ => "unknown",
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let clip_name = clipname::find(&file_name, h.text.values().map(String::as_str));
     Ok(ImageInfo {
         width: h.width,
@@ -439,7 +495,10 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
     let (h, file_len) = read_header(path)?;
     check_length(path, &h, file_len)?;
     if h.encoding != 0 {
-        return Err(unsupported(path, "run-length encoded DPX pixels are not decoded"));
+        return Err(unsupported(
+            path,
+            "run-length encoded DPX pixels are not decoded",
+        ));
     }
     // Component order of each output channel inside a pixel.
     let (comps, order): (usize, [usize; 3]) = match h.descriptor {
@@ -447,23 +506,36 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
         51 => (4, [0, 1, 2]),
         52 => (4, [3, 2, 1]),
         6 => (1, [0, 0, 0]),
-        d => return Err(unsupported(path, format!("DPX descriptor {d} is not decoded (RGB, RGBA, ABGR and luma are)"))),
+        d => {
+            return Err(unsupported(
+                path,
+                format!("DPX descriptor {d} is not decoded (RGB, RGBA, ABGR and luma are)"),
+            ))
+        }
     };
     let packed = matches!((h.bit_depth, h.packing), (10 | 12, 0));
     if !matches!(h.bit_depth, 8 | 10 | 12 | 16) || packed {
         return Err(unsupported(
             path,
-            format!("{}-bit DPX with packing {} is not decoded", h.bit_depth, h.packing),
+            format!(
+                "{}-bit DPX with packing {} is not decoded",
+                h.bit_depth, h.packing
+            ),
         ));
     }
     let pixels = u64::from(h.width) * u64::from(h.height);
     if pixels > MAX_PIXELS {
         return Err(unsupported(
             path,
-            format!("image is {}×{}, larger than the {MAX_PIXELS}-pixel limit", h.width, h.height),
+            format!(
+                "image is {}×{}, larger than the {MAX_PIXELS}-pixel limit",
+                h.width, h.height
+            ),
         ));
     }
-    let (line, may_pad) = h.line_bytes().ok_or_else(|| unsupported(path, "unknown pixel layout"))?;
+    let (line, may_pad) = h
+        .line_bytes()
+        .ok_or_else(|| unsupported(path, "unknown pixel layout"))?;
     let eol = u64::from(h.eol_padding);
     let rows = u64::from(h.height);
     // Lines of filled 8/12/16-bit data end on a 32-bit boundary, as ffmpeg and
@@ -476,10 +548,13 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
         line + eol
     };
     let mut file = File::open(path).map_err(MediaError::io(path))?;
-    file.seek(SeekFrom::Start(h.data_offset)).map_err(MediaError::io(path))?;
+    file.seek(SeekFrom::Start(h.data_offset))
+        .map_err(MediaError::io(path))?;
     let total = stride * rows;
     let mut raw = Vec::with_capacity(total as usize);
-    file.take(total).read_to_end(&mut raw).map_err(MediaError::io(path))?;
+    file.take(total)
+        .read_to_end(&mut raw)
+        .map_err(MediaError::io(path))?;
     if (raw.len() as u64) < total {
         return Err(truncated(path, "pixel data ends early"));
     }
@@ -504,7 +579,13 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
 
 /// Unpacks one line of datums into `out` (as many as `out` holds).
 fn decode_line(row: &[u8], bits: u8, packing: u16, big: bool, out: &mut [u32]) {
-    let u16_at = |b: &[u8]| if big { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) };
+    let u16_at = |b: &[u8]| {
+        if big {
+            u16::from_be_bytes([b[0], b[1]])
+        } else {
+            u16::from_le_bytes([b[0], b[1]])
+        }
+    };
     match bits {
         8 => {
             for (o, &b) in out.iter_mut().zip(row) {
@@ -521,7 +602,11 @@ fn decode_line(row: &[u8], bits: u8, packing: u16, big: bool, out: &mut [u32]) {
                 } else {
                     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
                 };
-                [(w >> shift) & 0x3FF, (w >> (shift - 10)) & 0x3FF, (w >> (shift - 20)) & 0x3FF]
+                [
+                    (w >> shift) & 0x3FF,
+                    (w >> (shift - 10)) & 0x3FF,
+                    (w >> (shift - 20)) & 0x3FF,
+                ]
             });
             for o in out.iter_mut() {
                 *o = datums.next().unwrap_or(0);
@@ -605,7 +690,9 @@ impl DpxSpec {
     /// The normalised value [`read_pixels`] gives back at (`x`, `y`).
     pub fn expected_pixel(&self, x: u32, y: u32) -> [f32; 3] {
         let max = ((1u32 << self.bit_depth.min(16)) - 1) as f32;
-        let c = self.fill.sample(i64::from(x), i64::from(y), self.width, self.height);
+        let c = self
+            .fill
+            .sample(i64::from(x), i64::from(y), self.width, self.height);
         c.map(|v| self.quantise(v) as f32 / max)
     }
 }
@@ -622,12 +709,20 @@ impl HeaderWriter {
     }
 
     fn u16(&mut self, at: usize, v: u16) {
-        let b = if self.big { v.to_be_bytes() } else { v.to_le_bytes() };
+        let b = if self.big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
         self.put(at, &b);
     }
 
     fn u32(&mut self, at: usize, v: u32) {
-        let b = if self.big { v.to_be_bytes() } else { v.to_le_bytes() };
+        let b = if self.big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
         self.put(at, &b);
     }
 
@@ -651,21 +746,35 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
     let invalid = |d: String| unsupported(path, format!("cannot write this DPX: {d}"));
     if !matches!(spec.bit_depth, 8 | 10 | 12 | 16) {
-        return Err(invalid(format!("bit depth {} (use 8, 10, 12 or 16)", spec.bit_depth)));
+        return Err(invalid(format!(
+            "bit depth {} (use 8, 10, 12 or 16)",
+            spec.bit_depth
+        )));
     }
-    if spec.width == 0 || spec.height == 0 || u64::from(spec.width) * u64::from(spec.height) > MAX_PIXELS {
+    if spec.width == 0
+        || spec.height == 0
+        || u64::from(spec.width) * u64::from(spec.height) > MAX_PIXELS
+    {
         return Err(invalid(format!("size {}×{}", spec.width, spec.height)));
     }
-    let header_len = if spec.generic_only { GENERIC_HEADER_LEN } else { FULL_HEADER_LEN };
+    let header_len = if spec.generic_only {
+        GENERIC_HEADER_LEN
+    } else {
+        FULL_HEADER_LEN
+    };
     let line = match spec.bit_depth {
         8 => (spec.width as usize * 3).div_ceil(4) * 4,
         10 => spec.width as usize * 4,
         _ => (spec.width as usize * 6).div_ceil(4) * 4,
     };
     let image_len = line * spec.height as usize;
-    let file_len = u32::try_from(header_len + image_len).map_err(|_| invalid("image too large".into()))?;
+    let file_len =
+        u32::try_from(header_len + image_len).map_err(|_| invalid("image too large".into()))?;
 
-    let mut h = HeaderWriter { buf: vec![0u8; header_len], big: spec.big_endian };
+    let mut h = HeaderWriter {
+        buf: vec![0u8; header_len],
+        big: spec.big_endian,
+    };
     h.u32(0, MAGIC);
     h.u32(4, header_len as u32);
     h.text(8, 8, "V2.0");
@@ -674,7 +783,10 @@ pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
     h.u32(24, GENERIC_HEADER_LEN as u32);
     h.u32(28, (header_len - GENERIC_HEADER_LEN) as u32);
     h.u32(32, 0); // user data size
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     h.text(36, 100, &name);
     h.text(160, 100, "iom");
     h.u32(660, UNDEFINED); // encryption key: none
@@ -690,7 +802,14 @@ pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
     h.u32(792, max_code);
     h.f32(796, Some(max_code as f32));
     h.put(800, &[50, 2, 2, spec.bit_depth]); // RGB, linear, linear, bits
-    h.u16(804, if matches!(spec.bit_depth, 10 | 12) { 1 } else { 0 });
+    h.u16(
+        804,
+        if matches!(spec.bit_depth, 10 | 12) {
+            1
+        } else {
+            0
+        },
+    );
     h.u16(806, 0); // no encoding
     h.u32(808, header_len as u32);
     h.u32(812, 0);
@@ -744,12 +863,19 @@ pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
     };
     for (y, row) in pixels.chunks_exact_mut(line).enumerate() {
         for x in 0..spec.width as usize {
-            let [r, g, b] = spec.fill.sample(x as i64, y as i64, spec.width, spec.height).map(q);
+            let [r, g, b] = spec
+                .fill
+                .sample(x as i64, y as i64, spec.width, spec.height)
+                .map(q);
             match spec.bit_depth {
                 8 => row[x * 3..x * 3 + 3].copy_from_slice(&[r as u8, g as u8, b as u8]),
                 10 => {
                     let w = (r << 22) | (g << 12) | (b << 2);
-                    row[x * 4..x * 4 + 4].copy_from_slice(&if be { w.to_be_bytes() } else { w.to_le_bytes() });
+                    row[x * 4..x * 4 + 4].copy_from_slice(&if be {
+                        w.to_be_bytes()
+                    } else {
+                        w.to_le_bytes()
+                    });
                 }
                 12 => {
                     for (i, v) in [r, g, b].into_iter().enumerate() {
@@ -780,7 +906,10 @@ pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        return Err(MediaError::Io { path: path.to_path_buf(), source: e });
+        return Err(MediaError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        });
     }
     Ok(())
 }
@@ -812,8 +941,16 @@ mod tests {
 
     #[test]
     fn timecode_from_bcd() {
-        assert_eq!(header(Some(0x0102_0304)).timecode().as_deref(), Some("01:02:03:04"));
-        assert_eq!(header(Some(pack_bcd(1, 0, 0, 2, true))).timecode().as_deref(), Some("01:00:00;02"));
+        assert_eq!(
+            header(Some(0x0102_0304)).timecode().as_deref(),
+            Some("01:02:03:04")
+        );
+        assert_eq!(
+            header(Some(pack_bcd(1, 0, 0, 2, true)))
+                .timecode()
+                .as_deref(),
+            Some("01:00:00;02")
+        );
         assert_eq!(header(Some(0x0199_0000)).timecode(), None, "minutes 99");
         assert_eq!(header(Some(0x010A_0000)).timecode(), None, "nibble A");
         assert_eq!(header(None).timecode(), None);

@@ -15,7 +15,11 @@ const FORMAT: &str = "JPEG";
 const TAIL_LEN: u64 = 64 * 1024;
 
 fn corrupt(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Corrupt { path: path.to_path_buf(), format: FORMAT, detail: detail.into() }
+    MediaError::Corrupt {
+        path: path.to_path_buf(),
+        format: FORMAT,
+        detail: detail.into(),
+    }
 }
 
 /// Maps an `image` error: I/O stays I/O, limits and unsupported features are
@@ -24,13 +28,25 @@ fn from_image(path: &Path, e: ImageError) -> MediaError {
     match e {
         ImageError::IoError(source) => {
             if source.kind() == std::io::ErrorKind::UnexpectedEof {
-                MediaError::Truncated { path: path.to_path_buf(), detail: "the JPEG data ends early".into() }
+                MediaError::Truncated {
+                    path: path.to_path_buf(),
+                    detail: "the JPEG data ends early".into(),
+                }
             } else {
-                MediaError::Io { path: path.to_path_buf(), source }
+                MediaError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
             }
         }
-        ImageError::Limits(l) => MediaError::Unsupported { path: path.to_path_buf(), detail: l.to_string() },
-        ImageError::Unsupported(u) => MediaError::Unsupported { path: path.to_path_buf(), detail: u.to_string() },
+        ImageError::Limits(l) => MediaError::Unsupported {
+            path: path.to_path_buf(),
+            detail: l.to_string(),
+        },
+        ImageError::Unsupported(u) => MediaError::Unsupported {
+            path: path.to_path_buf(),
+            detail: u.to_string(),
+        },
         other => corrupt(path, other.to_string()),
     }
 }
@@ -38,7 +54,9 @@ fn from_image(path: &Path, e: ImageError) -> MediaError {
 fn check_not_empty(path: &Path) -> Result<u64, MediaError> {
     let len = std::fs::metadata(path).map_err(MediaError::io(path))?.len();
     if len == 0 {
-        return Err(MediaError::Empty { path: path.to_path_buf() });
+        return Err(MediaError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(len)
 }
@@ -59,7 +77,10 @@ pub fn read_info(path: &Path) -> Result<ImageInfo, MediaError> {
         ColorType::Rgba8 | ColorType::Rgba16 | ColorType::Rgba32F => "RGBA",
         _ => "RGB",
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(ImageInfo {
         width,
         height,
@@ -83,7 +104,10 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
     if head[..got] != [0xFF, 0xD8][..got] {
         return Err(corrupt(
             path,
-            format!("starts with {:02X?}, not the JPEG start marker FF D8", &head[..got]),
+            format!(
+                "starts with {:02X?}, not the JPEG start marker FF D8",
+                &head[..got]
+            ),
         ));
     }
     if got < 2 || len < 4 {
@@ -93,7 +117,8 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
         });
     }
     let start = len.saturating_sub(TAIL_LEN).max(2);
-    file.seek(SeekFrom::Start(start)).map_err(MediaError::io(path))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(MediaError::io(path))?;
     let mut tail = Vec::with_capacity((len - start) as usize);
     file.read_to_end(&mut tail).map_err(MediaError::io(path))?;
     let end = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);

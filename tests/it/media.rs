@@ -18,7 +18,12 @@ fn tc(label: &str, rate: FrameRate) -> Timecode {
 }
 
 fn win(x_min: i32, y_min: i32, x_max: i32, y_max: i32) -> Window {
-    Window { x_min, y_min, x_max, y_max }
+    Window {
+        x_min,
+        y_min,
+        x_max,
+        y_max,
+    }
 }
 
 fn write_exr(dir: &Path, name: &str, spec: &ExrSpec) -> PathBuf {
@@ -71,7 +76,10 @@ fn assert_truncated(r: Result<(), MediaError>, path: &Path, needle: &str) {
             let msg = e.to_string();
             let name = path.file_name().unwrap().to_string_lossy();
             assert!(msg.contains(&*name), "message must name the file: {msg}");
-            assert!(msg.contains(needle), "message should mention {needle:?}: {msg}");
+            assert!(
+                msg.contains(needle),
+                "message should mention {needle:?}: {msg}"
+            );
         }
         other => panic!("{}: expected Truncated, got {other:?}", path.display()),
     }
@@ -90,7 +98,12 @@ fn exr_size_is_the_display_window_whatever_the_data_window() {
         ("overscan", win(0, 0, 63, 35), win(-8, -4, 71, 39), 1.0),
         ("crop", win(0, 0, 63, 35), win(10, 5, 29, 14), 1.0),
         ("shifted", win(0, 0, 63, 35), win(40, 20, 90, 50), 1.0),
-        ("negative", win(-40, -40, 39, 19), win(-50, -30, 10, 30), 1.5),
+        (
+            "negative",
+            win(-40, -40, 39, 19),
+            win(-50, -30, 10, 30),
+            1.5,
+        ),
         ("disjoint", win(0, 0, 31, 15), win(100, 100, 120, 110), 1.0),
     ];
     for (name, display, data, aspect) in cases {
@@ -103,24 +116,39 @@ fn exr_size_is_the_display_window_whatever_the_data_window() {
         };
         let path = write_exr(dir.path(), &format!("{name}.1001.exr"), &spec);
         let info = exr::read_info(&path).unwrap();
-        assert_eq!((info.width, info.height), (display.width(), display.height()), "{name}");
+        assert_eq!(
+            (info.width, info.height),
+            (display.width(), display.height()),
+            "{name}"
+        );
         assert_eq!(info.display_window, Some(display), "{name}");
         assert_eq!(info.data_window, Some(data), "{name}");
         assert_eq!(info.pixel_aspect, aspect, "{name}");
         assert_eq!(info.parts, 1);
-        assert_eq!(info.channels, ["B", "G", "R"], "{name}: channels as stored (sorted)");
+        assert_eq!(
+            info.channels,
+            ["B", "G", "R"],
+            "{name}: channels as stored (sorted)"
+        );
         assert_eq!(info.bit_depth, Some(16));
         assert_eq!(info.compression.as_deref(), Some("ZIP"));
         exr::verify(&path).unwrap();
 
         let img = exr::read_pixels(&path).unwrap();
-        assert_eq!((img.width, img.height), (display.width(), display.height()), "{name}");
+        assert_eq!(
+            (img.width, img.height),
+            (display.width(), display.height()),
+            "{name}"
+        );
         assert_eq!(img.pixel_aspect, aspect);
         let err = max_exr_error(&img, &spec);
         assert!(err < 2e-3, "{name}: max error {err}");
     }
     // The crop leaves black outside the data window, the pattern inside.
-    let spec = ExrSpec { data_window: win(10, 5, 29, 14), ..ExrSpec::new(64, 36) };
+    let spec = ExrSpec {
+        data_window: win(10, 5, 29, 14),
+        ..ExrSpec::new(64, 36)
+    };
     let img = exr::read_pixels(&write_exr(dir.path(), "crop2.exr", &spec)).unwrap();
     assert_eq!(img.pixel(0, 0), [0.0; 3]);
     assert_eq!(img.pixel(30, 5), [0.0; 3]);
@@ -147,7 +175,10 @@ fn exr_timecode_and_rate_round_trip() {
         let info = exr::read_info(&path).unwrap();
         assert_eq!(info.timecode.as_deref(), Some(label), "{rational}");
         assert_eq!(info.fps, Some(rate), "{rational}");
-        assert_eq!(info.fps.unwrap().to_string().parse::<FrameRate>().unwrap(), rate);
+        assert_eq!(
+            info.fps.unwrap().to_string().parse::<FrameRate>().unwrap(),
+            rate
+        );
     }
     // No attributes: nothing invented.
     let path = write_exr(dir.path(), "bare.exr", &ExrSpec::new(8, 8));
@@ -155,7 +186,10 @@ fn exr_timecode_and_rate_round_trip() {
     assert_eq!((info.timecode, info.fps), (None, None));
 
     // Frames above 29 cannot be packed by the writer: a clear error, no file.
-    let spec = ExrSpec { timecode: Some(tc("01:00:00:45", FrameRate::FPS_50)), ..ExrSpec::new(8, 8) };
+    let spec = ExrSpec {
+        timecode: Some(tc("01:00:00:45", FrameRate::FPS_50)),
+        ..ExrSpec::new(8, 8)
+    };
     let path = dir.path().join("fifty.exr");
     let err = exr::write_frame(&path, &spec).unwrap_err();
     assert!(err.to_string().contains("frame 45"), "{err}");
@@ -195,10 +229,18 @@ fn exr_compressions_decode_to_the_written_pattern() {
             let name = format!("{}_{sample:?}_{alpha}.exr", compression.name());
             let path = write_exr(dir.path(), &name, &spec);
             let info = exr::read_info(&path).unwrap();
-            assert_eq!(info.compression.as_deref(), Some(compression.name()), "{name}");
+            assert_eq!(
+                info.compression.as_deref(),
+                Some(compression.name()),
+                "{name}"
+            );
             let bits = if sample == ExrSample::Half { 16 } else { 32 };
             assert_eq!(info.bit_depth, Some(bits), "{name}");
-            let want: &[&str] = if alpha { &["A", "B", "G", "R"] } else { &["B", "G", "R"] };
+            let want: &[&str] = if alpha {
+                &["A", "B", "G", "R"]
+            } else {
+                &["B", "G", "R"]
+            };
             assert_eq!(info.channels, want, "{name}");
             exr::verify(&path).unwrap();
             let img = exr::read_pixels(&path).unwrap();
@@ -207,7 +249,10 @@ fn exr_compressions_decode_to_the_written_pattern() {
             // The patch is where the seed says and has its value.
             let (px, py, _) = Fill::patch(11, 100, 50);
             let b = img.pixel(px as u32, py as u32)[2];
-            assert!((b - Fill::patch_value(11)).abs() <= tolerance.max(1e-3), "{name}: patch {b}");
+            assert!(
+                (b - Fill::patch_value(11)).abs() <= tolerance.max(1e-3),
+                "{name}: patch {b}"
+            );
         }
     }
 }
@@ -244,7 +289,10 @@ fn exr_two_parts() {
     let info = exr::read_info(&path).unwrap();
     assert_eq!(info.parts, 2);
     assert_eq!((info.width, info.height), (48, 24));
-    assert_eq!(info.channels, ["left.B", "left.G", "left.R", "right.B", "right.G", "right.R"]);
+    assert_eq!(
+        info.channels,
+        ["left.B", "left.G", "left.R", "right.B", "right.G", "right.R"]
+    );
     assert_eq!(info.timecode.as_deref(), Some("01:00:00:00"));
     assert_eq!(info.fps, Some(FrameRate::FPS_24));
     exr::verify(&path).unwrap();
@@ -270,9 +318,15 @@ fn exr_text_attributes_and_clip_name() {
     attributes.insert("owner".to_string(), "Studio Ω".to_string());
     attributes.insert("comments".to_string(), "day 3, 카메라 A".to_string());
     attributes.insert("capDate".to_string(), "2024:01:02 03:04:05".to_string());
-    attributes.insert("com.arri.camera.ClipName".to_string(), "A001C003_220101_R1AB".to_string());
+    attributes.insert(
+        "com.arri.camera.ClipName".to_string(),
+        "A001C003_220101_R1AB".to_string(),
+    );
     attributes.insert("reelName".to_string(), "A001R1AB".to_string());
-    let spec = ExrSpec { attributes: attributes.clone(), ..ExrSpec::new(16, 8) };
+    let spec = ExrSpec {
+        attributes: attributes.clone(),
+        ..ExrSpec::new(16, 8)
+    };
     let path = write_exr(dir.path(), "shot_0010_plate.1001.exr", &spec);
     let info = exr::read_info(&path).unwrap();
     for (k, v) in &attributes {
@@ -282,20 +336,35 @@ fn exr_text_attributes_and_clip_name() {
 
     // The file name wins over header values.
     let path = write_exr(dir.path(), "B_0012C004_230405_A1B2.1001.exr", &spec);
-    assert_eq!(exr::read_info(&path).unwrap().clip_name.as_deref(), Some("B_0012C004_230405_A1B2"));
+    assert_eq!(
+        exr::read_info(&path).unwrap().clip_name.as_deref(),
+        Some("B_0012C004_230405_A1B2")
+    );
 
     // A reserved name cannot be written as a custom attribute.
     let mut bad = BTreeMap::new();
     bad.insert("dataWindow".to_string(), "x".to_string());
-    let err = exr::write_frame(&dir.path().join("bad.exr"), &ExrSpec { attributes: bad, ..ExrSpec::new(4, 4) });
-    assert!(matches!(err, Err(MediaError::Unsupported { .. })), "{err:?}");
+    let err = exr::write_frame(
+        &dir.path().join("bad.exr"),
+        &ExrSpec {
+            attributes: bad,
+            ..ExrSpec::new(4, 4)
+        },
+    );
+    assert!(
+        matches!(err, Err(MediaError::Unsupported { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn exr_truncation_is_found_where_it_happens() {
     let dir = tempfile::tempdir().unwrap();
     // Uncompressed: one chunk per scan line, 36 chunks.
-    let spec = ExrSpec { compression: ExrCompression::None, ..ExrSpec::new(64, 36) };
+    let spec = ExrSpec {
+        compression: ExrCompression::None,
+        ..ExrSpec::new(64, 36)
+    };
     let full = write_exr(dir.path(), "full.exr", &spec);
     let bytes = std::fs::read(&full).unwrap();
     let table = offset_table_start(&bytes, 36);
@@ -303,7 +372,10 @@ fn exr_truncation_is_found_where_it_happens() {
     let in_header = dir.path().join("in header.exr");
     cut(&full, &in_header, table / 2);
     assert_truncated(exr::verify(&in_header), &in_header, "inside the header");
-    assert!(matches!(exr::read_info(&in_header), Err(MediaError::Truncated { .. })));
+    assert!(matches!(
+        exr::read_info(&in_header),
+        Err(MediaError::Truncated { .. })
+    ));
 
     let in_table = dir.path().join("in_table.exr");
     cut(&full, &in_table, table + 8 * 10 + 3);
@@ -311,15 +383,26 @@ fn exr_truncation_is_found_where_it_happens() {
 
     let in_chunks = dir.path().join("in_chunks.exr");
     cut(&full, &in_chunks, bytes.len() / 2);
-    assert_truncated(exr::verify(&in_chunks), &in_chunks, "offset table points past end of file");
+    assert_truncated(
+        exr::verify(&in_chunks),
+        &in_chunks,
+        "offset table points past end of file",
+    );
     // The header alone is fine, so the info still reads…
     assert_eq!(exr::read_info(&in_chunks).unwrap().width, 64);
     // …but pixels do not.
-    assert!(matches!(exr::read_pixels(&in_chunks), Err(MediaError::Truncated { .. })));
+    assert!(matches!(
+        exr::read_pixels(&in_chunks),
+        Err(MediaError::Truncated { .. })
+    ));
 
     let in_last = dir.path().join("in_last.exr");
     cut(&full, &in_last, bytes.len() - 7);
-    assert_truncated(exr::verify(&in_last), &in_last, "the last chunk (chunk 35 at byte");
+    assert_truncated(
+        exr::verify(&in_last),
+        &in_last,
+        "the last chunk (chunk 35 at byte",
+    );
 
     // An offset table the writer never filled in.
     let mut unfinished = bytes.clone();
@@ -334,7 +417,10 @@ fn exr_truncation_is_found_where_it_happens() {
         cut(&full, &p, len);
         let v = exr::verify(&p);
         assert!(
-            matches!(v, Err(MediaError::Truncated { .. } | MediaError::Empty { .. })),
+            matches!(
+                v,
+                Err(MediaError::Truncated { .. } | MediaError::Empty { .. })
+            ),
             "length {len}: {v:?}"
         );
         assert!(exr::read_pixels(&p).is_err(), "length {len}");
@@ -346,7 +432,11 @@ fn exr_zero_bytes_garbage_and_damage_give_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.1001.exr");
     std::fs::write(&empty, b"").unwrap();
-    for r in [exr::verify(&empty).map(|_| ()), exr::read_info(&empty).map(|_| ()), exr::read_pixels(&empty).map(|_| ())] {
+    for r in [
+        exr::verify(&empty).map(|_| ()),
+        exr::read_info(&empty).map(|_| ()),
+        exr::read_pixels(&empty).map(|_| ()),
+    ] {
         match r {
             Err(e @ MediaError::Empty { .. }) => assert!(e.to_string().contains("empty.1001.exr")),
             other => panic!("expected Empty, got {other:?}"),
@@ -354,15 +444,25 @@ fn exr_zero_bytes_garbage_and_damage_give_errors_not_panics() {
     }
 
     let garbage = dir.path().join("garbage.exr");
-    std::fs::write(&garbage, b"GIF89a this is not an EXR file at all, just some text").unwrap();
+    std::fs::write(
+        &garbage,
+        b"GIF89a this is not an EXR file at all, just some text",
+    )
+    .unwrap();
     match exr::read_info(&garbage) {
         Err(e @ MediaError::Corrupt { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("garbage.exr") && msg.contains("47 49 46 38"), "{msg}");
+            assert!(
+                msg.contains("garbage.exr") && msg.contains("47 49 46 38"),
+                "{msg}"
+            );
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    assert!(matches!(exr::verify(&garbage), Err(MediaError::Corrupt { .. })));
+    assert!(matches!(
+        exr::verify(&garbage),
+        Err(MediaError::Corrupt { .. })
+    ));
 
     // A valid magic followed by nonsense.
     let nonsense = dir.path().join("nonsense.exr");
@@ -374,7 +474,10 @@ fn exr_zero_bytes_garbage_and_damage_give_errors_not_panics() {
 
     // Damage every header byte and a spread of pixel bytes of a real file: each
     // call must return (Ok or Err), never panic or abort.
-    let spec = ExrSpec { compression: ExrCompression::Piz, ..ExrSpec::new(24, 40) };
+    let spec = ExrSpec {
+        compression: ExrCompression::Piz,
+        ..ExrSpec::new(24, 40)
+    };
     let good = std::fs::read(write_exr(dir.path(), "good.exr", &spec)).unwrap();
     let table = offset_table_start(&good, 2);
     let positions = (4..table + 16).chain((table + 16..good.len()).step_by(13));
@@ -409,7 +512,11 @@ fn oiiotool_reads_our_exr_headers_the_same_way() {
         .arg(&path)
         .output()
         .expect("oiiotool must be installed for this cross-check (apt install openimageio-tools)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("smpte:TimeCode: 01:02:03:04"), "{text}");
     assert!(text.contains("framesPerSecond: 24000/1001"), "{text}");
@@ -431,31 +538,55 @@ fn oiiotool_reads_our_exr_headers_the_same_way() {
         ..ExrSpec::new(1, 1)
     };
     let path = write_exr(dir.path(), "dump.exr", &spec);
-    let out = Command::new("oiiotool").arg("--dumpdata").arg(&path).output().expect("oiiotool");
+    let out = Command::new("oiiotool")
+        .arg("--dumpdata")
+        .arg(&path)
+        .output()
+        .expect("oiiotool");
     assert!(out.status.success());
     let ours = exr::read_pixels(&path).unwrap();
     let mut compared = 0;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "    Pixel (x, y): r g b a"
-        let Some(rest) = line.trim().strip_prefix("Pixel (") else { continue };
+        let Some(rest) = line.trim().strip_prefix("Pixel (") else {
+            continue;
+        };
         let (xy, values) = rest.split_once("):").unwrap();
         let (x, y) = xy.split_once(", ").unwrap();
         let (x, y): (i32, i32) = (x.parse().unwrap(), y.parse().unwrap());
-        let v: Vec<f32> = values.split_whitespace().map(|s| s.parse().unwrap()).collect();
+        let v: Vec<f32> = values
+            .split_whitespace()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let (dx, dy) = (x + 4, y + 2);
         if (0..24).contains(&dx) && (0..12).contains(&dy) {
-            assert_eq!(ours.pixel(dx as u32, dy as u32), [v[0], v[1], v[2]], "pixel ({x}, {y})");
+            assert_eq!(
+                ours.pixel(dx as u32, dy as u32),
+                [v[0], v[1], v[2]],
+                "pixel ({x}, {y})"
+            );
             compared += 1;
         }
     }
     // The data window covers display columns −4..15 and rows −2..9.
     assert_eq!(compared, 20 * 12);
-    assert_eq!(ours.pixel(23, 0), [0.0; 3], "outside the data window is black");
+    assert_eq!(
+        ours.pixel(23, 0),
+        [0.0; 3],
+        "outside the data window is black"
+    );
 
     // And the other way: a file written by OpenImageIO reads the same in iom.
     let theirs = dir.path().join("theirs.exr");
     let status = Command::new("oiiotool")
-        .args(["--create", "64x36", "3", "--attrib:type=timecode", "smpte:TimeCode", "01:00:00:00"])
+        .args([
+            "--create",
+            "64x36",
+            "3",
+            "--attrib:type=timecode",
+            "smpte:TimeCode",
+            "01:00:00:00",
+        ])
         .args(["--attrib:type=rational", "framesPerSecond", "25/1", "-o"])
         .arg(&theirs)
         .status()
@@ -467,7 +598,11 @@ fn oiiotool_reads_our_exr_headers_the_same_way() {
     assert_eq!(info.fps, Some(FrameRate::FPS_25));
     assert_eq!(info.bit_depth, Some(32));
     exr::verify(&theirs).unwrap();
-    assert!(exr::read_pixels(&theirs).unwrap().data.iter().all(|&v| v == 0.0));
+    assert!(exr::read_pixels(&theirs)
+        .unwrap()
+        .data
+        .iter()
+        .all(|&v| v == 0.0));
 }
 
 // ---------------------------------------------------------------------------
@@ -516,7 +651,11 @@ fn dpx_both_byte_orders_with_timecode_and_rate() {
         assert_eq!(&bytes[..4], if big_endian { b"SDPX" } else { b"XPDS" });
 
         let info = dpx::read_info(&path).unwrap();
-        assert_eq!((info.width, info.height), (50, 20), "{name}: size from 772/776");
+        assert_eq!(
+            (info.width, info.height),
+            (50, 20),
+            "{name}: size from 772/776"
+        );
         assert_eq!(info.timecode.as_deref(), Some(label), "{name}");
         assert_eq!(info.fps, Some(rate), "{name}");
         assert_eq!(info.bit_depth, Some(u32::from(bit_depth)));
@@ -547,8 +686,15 @@ fn dpx_generic_header_only_like_ffmpeg() {
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(bytes.len(), 1664 + ((37 * 6usize).div_ceil(4) * 4) * 11);
     let info = dpx::read_info(&path).unwrap();
-    assert_eq!((info.width, info.height), (37, 11), "size from 772/776, original size is 0");
-    assert_eq!(info.timecode, None, "pixels after byte 1664 are not a TV header");
+    assert_eq!(
+        (info.width, info.height),
+        (37, 11),
+        "size from 772/776, original size is 0"
+    );
+    assert_eq!(
+        info.timecode, None,
+        "pixels after byte 1664 are not a TV header"
+    );
     assert_eq!(info.fps, None);
     let (header, _) = dpx::read_header(&path).unwrap();
     assert_eq!(header.original_size, Some((0, 0)));
@@ -560,12 +706,29 @@ fn dpx_generic_header_only_like_ffmpeg() {
 #[test]
 fn dpx_rate_falls_back_to_the_film_header() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, tv) in [("nan", Some(f32::NAN)), ("undefined", None), ("zero", Some(0.0)), ("negative", Some(-24.0))] {
-        let spec = DpxSpec { tv_fps: tv, film_fps: Some(23.976), ..DpxSpec::new(8, 4) };
+    for (name, tv) in [
+        ("nan", Some(f32::NAN)),
+        ("undefined", None),
+        ("zero", Some(0.0)),
+        ("negative", Some(-24.0)),
+    ] {
+        let spec = DpxSpec {
+            tv_fps: tv,
+            film_fps: Some(23.976),
+            ..DpxSpec::new(8, 4)
+        };
         let path = write_dpx(dir.path(), &format!("{name}.dpx"), &spec);
-        assert_eq!(dpx::read_info(&path).unwrap().fps, Some(FrameRate::FPS_23_976), "{name}");
+        assert_eq!(
+            dpx::read_info(&path).unwrap().fps,
+            Some(FrameRate::FPS_23_976),
+            "{name}"
+        );
     }
-    let spec = DpxSpec { tv_fps: Some(f32::NAN), film_fps: None, ..DpxSpec::new(8, 4) };
+    let spec = DpxSpec {
+        tv_fps: Some(f32::NAN),
+        film_fps: None,
+        ..DpxSpec::new(8, 4)
+    };
     let path = write_dpx(dir.path(), "none.dpx", &spec);
     let info = dpx::read_info(&path).unwrap();
     assert_eq!((info.fps, info.timecode), (None, None));
@@ -577,8 +740,14 @@ fn dpx_empty_bad_magic_and_truncated() {
     let empty = dir.path().join("zero.1001.dpx");
     std::fs::write(&empty, b"").unwrap();
     assert!(matches!(dpx::verify(&empty), Err(MediaError::Empty { .. })));
-    assert!(matches!(dpx::read_info(&empty), Err(MediaError::Empty { .. })));
-    assert!(matches!(dpx::read_pixels(&empty), Err(MediaError::Empty { .. })));
+    assert!(matches!(
+        dpx::read_info(&empty),
+        Err(MediaError::Empty { .. })
+    ));
+    assert!(matches!(
+        dpx::read_pixels(&empty),
+        Err(MediaError::Empty { .. })
+    ));
 
     let riff = dir.path().join("riff.dpx");
     let mut bytes = b"RIFF".to_vec();
@@ -587,12 +756,18 @@ fn dpx_empty_bad_magic_and_truncated() {
     match dpx::read_info(&riff) {
         Err(e @ MediaError::Corrupt { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("riff.dpx") && msg.contains("\"RIFF\""), "{msg}");
+            assert!(
+                msg.contains("riff.dpx") && msg.contains("\"RIFF\""),
+                "{msg}"
+            );
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
 
-    let spec = DpxSpec { timecode: Some(tc("01:00:00:00", FrameRate::FPS_24)), ..DpxSpec::new(64, 36) };
+    let spec = DpxSpec {
+        timecode: Some(tc("01:00:00:00", FrameRate::FPS_24)),
+        ..DpxSpec::new(64, 36)
+    };
     let full = write_dpx(dir.path(), "full.dpx", &spec);
     let len = std::fs::read(&full).unwrap().len();
     assert_eq!(len, 2048 + 64 * 36 * 4);
@@ -603,10 +778,20 @@ fn dpx_empty_bad_magic_and_truncated() {
 
     let short_pixels = dir.path().join("short_pixels.dpx");
     cut(&full, &short_pixels, len - 100);
-    assert_truncated(dpx::verify(&short_pixels), &short_pixels, "header says the file is");
-    assert!(matches!(dpx::read_pixels(&short_pixels), Err(MediaError::Truncated { .. })));
+    assert_truncated(
+        dpx::verify(&short_pixels),
+        &short_pixels,
+        "header says the file is",
+    );
+    assert!(matches!(
+        dpx::read_pixels(&short_pixels),
+        Err(MediaError::Truncated { .. })
+    ));
     // The header is whole, so the info still reads.
-    assert_eq!(dpx::read_info(&short_pixels).unwrap().timecode.as_deref(), Some("01:00:00:00"));
+    assert_eq!(
+        dpx::read_info(&short_pixels).unwrap().timecode.as_deref(),
+        Some("01:00:00:00")
+    );
 
     // Without a file-size field, the pixel size alone finds the cut.
     let mut no_size = std::fs::read(&full).unwrap();
@@ -644,8 +829,15 @@ fn ffmpeg_rgb48(path: &Path) -> Vec<u16> {
         .args(["-f", "rawvideo", "-pix_fmt", "rgb48le", "-"])
         .output()
         .expect("ffmpeg must be installed for this cross-check");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    out.stdout.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 #[test]
@@ -654,8 +846,20 @@ fn oiiotool_and_ffmpeg_dpx_files_read_right() {
     // OpenImageIO: little-endian, full header, 10-bit filled, TV rate undefined.
     let theirs = dir.path().join("oiio.1001.dpx");
     let status = Command::new("oiiotool")
-        .args(["--pattern", "fill:top=0.1,0.2,0.3:bottom=0.9,0.8,0.7", "64x36", "3"])
-        .args(["--attrib", "dpx:TimeCode", "01:00:00:00", "-d", "uint10", "-o"])
+        .args([
+            "--pattern",
+            "fill:top=0.1,0.2,0.3:bottom=0.9,0.8,0.7",
+            "64x36",
+            "3",
+        ])
+        .args([
+            "--attrib",
+            "dpx:TimeCode",
+            "01:00:00:00",
+            "-d",
+            "uint10",
+            "-o",
+        ])
         .arg(&theirs)
         .status()
         .expect("oiiotool must be installed");
@@ -678,7 +882,17 @@ fn oiiotool_and_ffmpeg_dpx_files_read_right() {
     // ffmpeg: big-endian, 1664-byte generic header only, 16-bit.
     let pattern = dir.path().join("ff.%04d.dpx");
     let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=320x180", "-frames:v", "1"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=320x180",
+            "-frames:v",
+            "1",
+        ])
         .args(["-pix_fmt", "rgb48be"])
         .arg(&pattern)
         .status()
@@ -705,7 +919,9 @@ fn oiiotool_and_ffmpeg_dpx_files_read_right() {
 fn write_jpeg(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
     let img = image::RgbImage::from_pixel(w, h, image::Rgb(rgb));
     let mut out = std::fs::File::create(path).unwrap();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95).encode_image(&img).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+        .encode_image(&img)
+        .unwrap();
 }
 
 #[test]
@@ -740,12 +956,21 @@ fn jpeg_size_pixels_and_truncation() {
 
     let empty = dir.path().join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
-    assert!(matches!(jpeg::verify(&empty), Err(MediaError::Empty { .. })));
-    assert!(matches!(jpeg::read_info(&empty), Err(MediaError::Empty { .. })));
+    assert!(matches!(
+        jpeg::verify(&empty),
+        Err(MediaError::Empty { .. })
+    ));
+    assert!(matches!(
+        jpeg::read_info(&empty),
+        Err(MediaError::Empty { .. })
+    ));
 
     let png = dir.path().join("not_a.jpg");
     std::fs::write(&png, b"\x89PNG\r\n\x1a\nrest").unwrap();
-    assert!(matches!(jpeg::verify(&png), Err(MediaError::Corrupt { .. })));
+    assert!(matches!(
+        jpeg::verify(&png),
+        Err(MediaError::Corrupt { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------
@@ -769,13 +994,17 @@ fn awkward_paths_and_dispatch_by_extension() {
     write_jpeg(&j, 32, 16, [10, 20, 30]);
 
     for path in [&e, &d, &j] {
-        let info = media::read_frame_info(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        let info =
+            media::read_frame_info(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
         assert_eq!((info.width, info.height), (32, 16), "{}", path.display());
         media::verify_frame(path).unwrap();
         let img = pixels::decode(path).unwrap();
         assert_eq!((img.width, img.height), (32, 16));
     }
-    assert_eq!(media::read_frame_info(&e).unwrap().timecode.as_deref(), Some("01:00:00:00"));
+    assert_eq!(
+        media::read_frame_info(&e).unwrap().timecode.as_deref(),
+        Some("01:00:00:00")
+    );
 
     // Errors name the awkward path as it is.
     let cut_path = folder.join("샷 cut.exr");
