@@ -16,8 +16,8 @@
 //!    inputs are decoded with their own curve and re-encoded for the configured
 //!    display (the identity when both are the same).
 //! 3. **Optional `.cube` LUT** ([`CubeLut`]): a colour space's `lut` is applied to the
-//!    display-encoded result; a project's `lut` *replaces* steps 2's matrix and
-//!    display encoding and receives the plate's own code values (the way
+//!    display-encoded result; a project's `lut` *replaces* step 2 (and takes
+//!    precedence over the colour space's) and receives the plate's own values (the way
 //!    `ociobakelut --inputspace <scan space> --displayview …` bakes them).
 //!
 //! There is no tone mapping: scene values above display white clip. That is a
@@ -60,7 +60,7 @@ pub enum ColourError {
         valid: String,
     },
     /// A colour-space name that is not in `colour.spaces`.
-    #[error("unknown colour space {name:?} (from {source_of_name}); known colour spaces are: {known}; add it under colour.spaces in the settings or pick one of these")]
+    #[error("unknown colour space {name:?} ({source_of_name}); known colour spaces are: {known}; add it under colour.spaces in the settings or pick one of these")]
     UnknownColourSpace {
         /// The name as given.
         name: String,
@@ -803,7 +803,8 @@ impl Pipeline {
     /// (e.g. from the command line), else the `project`'s override, else
     /// `colour.default_colorspace`. A project `lut` is used when the chosen space is
     /// the project's own (or the project names none), since it was baked for that
-    /// input. Relative LUT paths resolve against the working directory.
+    /// input, and then replaces the colour space's `lut`. Relative LUT paths
+    /// resolve against the working directory.
     pub fn from_settings(
         settings: &ColourSettings,
         colourspace: Option<&str>,
@@ -814,14 +815,17 @@ impl Pipeline {
             colourspace,
             project_cfg.and_then(|p| p.colorspace.as_deref()),
         ) {
-            (Some(n), _) => (n, "the requested colour space".to_string()),
+            (Some(n), _) => (n, "as requested".to_string()),
             (None, Some(n)) => (
                 n,
-                format!("colour.projects.{}.colorspace", project.unwrap_or_default()),
+                format!(
+                    "set by colour.projects.{}.colorspace",
+                    project.unwrap_or_default()
+                ),
             ),
             (None, None) => (
                 settings.default_colorspace.as_str(),
-                "colour.default_colorspace".to_string(),
+                "set by colour.default_colorspace".to_string(),
             ),
         };
         let space = settings
@@ -992,12 +996,22 @@ impl Pipeline {
         if let Some((lut, _)) = &self.lut {
             out = lut.apply(out);
         }
-        out.map(|v| v.max(0.0).min(1.0))
+        out.map(unit)
     }
 
     /// Both stages on one pixel: file values → display code values in `0..=1`.
     pub fn apply(&self, rgb: [f32; 3]) -> [f32; 3] {
         self.finish(rgb.map(|v| self.linearise(v)))
+    }
+}
+
+/// Clamps to `0..=1` with NaN → 0 (`f32::clamp` would keep the NaN).
+#[inline]
+fn unit(v: f32) -> f32 {
+    if v >= 0.0 {
+        v.min(1.0)
+    } else {
+        0.0
     }
 }
 
@@ -1038,7 +1052,7 @@ impl Table {
     #[inline]
     fn locate(&self, v: f32, c: usize) -> (usize, f32) {
         let t = (v - self.min[c]) / (self.max[c] - self.min[c]);
-        let t = t.max(0.0).min(1.0); // NaN → 0
+        let t = unit(t);
         let x = t * (self.size - 1) as f32;
         let i = (x as usize).min(self.size - 2);
         (i, x - i as f32)
@@ -1150,6 +1164,8 @@ impl CubeLut {
         let mut expected: Option<usize> = None;
         let mut last_line = 0;
 
+        // Some editors on Windows save a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (idx, raw) in text.lines().enumerate() {
             let line_no = idx + 1;
             last_line = line_no;

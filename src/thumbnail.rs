@@ -226,13 +226,18 @@ impl Taps {
 
 /// Renders an 8-bit thumbnail that fits `max_w × max_h` (see [`fit`]): the
 /// pipeline's first stage, a linear-light resize, then its second stage, rounded.
-/// An image whose sample buffer is shorter than its size says is rendered with the
-/// missing samples as black (use [`check_image`] first to reject it instead).
+/// An image without pixels, or whose sample count does not match its size, gives
+/// a black thumbnail of the fitted size, never a panic or an allocation sized by
+/// the bogus header (use [`check_image`] first to report it instead).
 pub fn render(image: &RgbImage, pipeline: &Pipeline, max_w: u32, max_h: u32) -> image::RgbImage {
     let (out_w, out_h) = fit(image.width, image.height, image.pixel_aspect, max_w, max_h);
     let (sw, sh) = (image.width as usize, image.height as usize);
     let (ow, oh) = (out_w as usize, out_h as usize);
-    if sw == 0 || sh == 0 {
+    let consistent = sw
+        .checked_mul(sh)
+        .and_then(|n| n.checked_mul(3))
+        .is_some_and(|n| n == image.data.len());
+    if sw == 0 || sh == 0 || !consistent {
         let black = pipeline.apply([0.0; 3]).map(quantise);
         return image::RgbImage::from_fn(out_w, out_h, |_, _| image::Rgb(black));
     }
@@ -244,16 +249,10 @@ pub fn render(image: &RgbImage, pipeline: &Pipeline, max_w: u32, max_h: u32) -> 
     mid.par_chunks_mut(ow * 3).enumerate().for_each_init(
         || vec![0.0f32; sw * 3],
         |row, (y, out)| {
-            let src = image.data.get(y * sw * 3..(y + 1) * sw * 3);
-            match src {
+            // Always present: the buffer length was checked above.
+            match image.data.get(y * sw * 3..(y + 1) * sw * 3) {
                 Some(s) => row.copy_from_slice(s),
-                None => {
-                    // Short buffer: copy what exists, black for the rest.
-                    row.fill(0.0);
-                    let avail = image.data.get(y * sw * 3..).unwrap_or_default();
-                    row[..avail.len().min(sw * 3)]
-                        .copy_from_slice(&avail[..avail.len().min(sw * 3)]);
-                }
+                None => row.fill(0.0),
             }
             pipeline.linearise_in_place(row);
             htaps.filter_row(row, out);
@@ -295,8 +294,10 @@ pub fn render(image: &RgbImage, pipeline: &Pipeline, max_w: u32, max_h: u32) -> 
 /// A display value in `0..=1` to an 8-bit code, rounding to nearest.
 #[inline]
 fn quantise(v: f32) -> u8 {
-    // `max` first so NaN becomes 0.
-    (v.max(0.0).min(1.0) * 255.0 + 0.5) as u8
+    // Not `clamp`: NaN must become 0 (a float-to-int `as` also saturates, but
+    // this states the intent).
+    let v = if v >= 0.0 { v.min(1.0) } else { 0.0 };
+    (v * 255.0 + 0.5) as u8
 }
 
 /// Checks that a decoded image has pixels and as many samples as its size says.

@@ -314,7 +314,8 @@ fn assert_pixel_near(img: &image::RgbImage, want: [u8; 3], tol: i32, what: &str)
 
 #[test]
 fn curves_match_colour_science() {
-    let cases: [(&str, fn(f64) -> f64, &[(f64, f64)]); 7] = [
+    type Case = (&'static str, fn(f64) -> f64, &'static [(f64, f64)]);
+    let cases: [Case; 7] = [
         ("logc3", colour::logc3_decode, LOGC3_DECODE),
         ("slog3", colour::slog3_decode, SLOG3_DECODE),
         ("cineon", colour::cineon_decode, CINEON_DECODE),
@@ -608,11 +609,11 @@ fn identity_cube_is_a_no_op_and_inverting_cube_inverts() {
 
 #[test]
 fn one_d_cube_and_domain() {
-    // A 1D LUT squaring its input over a 0..2 domain.
-    let mut text = String::from("LUT_1D_SIZE 1024\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 2 2 2\n");
+    // A 1D LUT squaring its input over a 0..2 domain (saved with a BOM and CRLF).
+    let mut text = String::from("\u{feff}LUT_1D_SIZE 1024\r\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 2 2 2\n");
     for i in 0..1024 {
         let x = 2.0 * i as f64 / 1023.0;
-        text.push_str(&format!("{} {} {}\n", x * x, x * x, x * x));
+        text.push_str(&format!("{} {} {}\r\n", x * x, x * x, x * x));
     }
     let lut = CubeLut::parse(&text, Path::new("sq.cube")).unwrap();
     assert_eq!(lut.size_1d(), Some(1024));
@@ -811,12 +812,19 @@ fn render_survives_bad_samples_and_short_buffers() {
     let t = thumbnail::render(&img, &p, 960, 540);
     assert_eq!(t.dimensions(), (960, 540));
     assert_eq!(t.get_pixel(480, 270).0, [118, 118, 118]);
-    // A buffer shorter than the size says: rendered (black tail), and rejected by
-    // the check make_from_image runs.
+    // A buffer shorter than the size says (or a huge bogus size): a black
+    // thumbnail of the fitted size, and rejected by the check make_from_image runs.
     img.data.truncate(100);
     let t = thumbnail::render(&img, &p, 96, 54);
     assert_eq!(t.dimensions(), (96, 54));
-    assert_eq!(t.get_pixel(90, 50).0, [0, 0, 0]);
+    assert!(t.pixels().all(|px| px.0 == [0, 0, 0]));
+    let huge = RgbImage {
+        width: u32::MAX,
+        height: u32::MAX,
+        pixel_aspect: 1.0,
+        data: vec![0.5; 30],
+    };
+    assert_eq!(thumbnail::render(&huge, &p, 96, 54).dimensions(), (54, 54));
     let e = thumbnail::check_image(&img, Path::new("/plates/a.exr")).unwrap_err();
     assert!(e.to_string().contains("/plates/a.exr"), "{e}");
     assert!(thumbnail::render(&RgbImage::black(0, 0), &p, 96, 54).dimensions() == (1, 1));
