@@ -12,6 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use iom::config::Settings;
 use iom::scan::{self, Progress, ScanOptions, ScanReport};
 
+#[path = "iom/publish.rs"]
+mod publish;
+
 /// Exit codes a script can rely on.
 mod exit {
     /// Everything worked.
@@ -53,12 +56,101 @@ enum Command {
     Scan(ScanArgs),
     /// Generate a small sample delivery in DIR and scan it (the README's first command).
     Demo(DemoArgs),
+    /// Publish the checked rows of a scanlist: one task graph per group, run by the
+    /// farm workers (broker configured) or in-process (no broker: the embedded default).
+    Publish(PublishArgs),
+    /// Show a publish's task tree with states and times.
+    Status(StatusArgs),
+    /// Re-publish whatever a crash left ready but undispatched.
+    Resume(ResumeArgs),
+    /// Inspect and replay the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Make one colour-managed thumbnail from a frame (EXR, DPX, JPEG).
     Thumbnail(ThumbnailArgs),
     /// Generate a sample delivery (for trying iom out and for benchmarks).
     Sample(SampleArgs),
     /// Print the effective settings (defaults + file + environment) as YAML.
     Config,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// The scanlist (scanlist_NN.xlsx, or a legacy .xls-named one).
+    scanlist: PathBuf,
+    /// Print the graphs (a tree each) and publish nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// JSON output (graphs for --dry-run, statuses otherwise).
+    #[arg(long)]
+    json: bool,
+    /// Publish into a version that already exists (logged).
+    #[arg(long)]
+    force: bool,
+    /// Publish every group as this version instead of the row's or the next free one.
+    #[arg(long, value_name = "N")]
+    version: Option<u32>,
+    /// Scan colour space for the media steps (default: project's, else colour.default_colorspace).
+    #[arg(long, value_name = "NAME")]
+    colorspace: Option<String>,
+    /// Broker mode: wait until every graph finishes (exit 1 if any failed).
+    #[arg(long)]
+    wait: bool,
+    /// Run in-process even when a broker is configured.
+    #[arg(long)]
+    embedded: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// A publish: its graph id or its work folder.
+    publish: String,
+    /// Keep watching until the publish finishes.
+    #[arg(long)]
+    follow: bool,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ResumeArgs {
+    /// A publish: its graph id or its work folder.
+    publish: String,
+    /// Also re-publish tasks that were dispatched but never started (use when the
+    /// queue itself was lost).
+    #[arg(long)]
+    include_unstarted: bool,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters (oldest first) without removing them.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter in full.
+    Show {
+        /// Its index in `iom dlq list`.
+        index: usize,
+    },
+    /// Put dead letters back on their work queue.
+    Requeue {
+        /// Only this task id.
+        #[arg(long, conflicts_with = "all")]
+        task: Option<String>,
+        /// Every valid task message in the DLQ.
+        #[arg(long)]
+        all: bool,
+        /// Start again from attempt 1.
+        #[arg(long)]
+        reset_attempt: bool,
+    },
 }
 
 #[derive(Args)]
@@ -144,6 +236,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => run_scan(&settings, args),
         Command::Demo(args) => run_demo(settings, args),
+        Command::Publish(args) => publish::run_publish(&settings, args),
+        Command::Status(args) => publish::run_status(&settings, args),
+        Command::Resume(args) => publish::run_resume(&settings, args),
+        Command::Dlq(cmd) => publish::run_dlq(&settings, cmd),
         Command::Thumbnail(args) => run_thumbnail(&settings, args),
         Command::Sample(args) => run_sample(args),
         Command::Config => serde_yaml::to_string(&settings)
@@ -289,7 +385,7 @@ fn run_demo(mut settings: Settings, args: DemoArgs) -> anyhow::Result<u8> {
     let code = run_scan(
         &settings,
         ScanArgs {
-            delivery,
+            delivery: delivery.clone(),
             output: None,
             json: args.json,
             colorspace: None,
@@ -298,6 +394,74 @@ fn run_demo(mut settings: Settings, args: DemoArgs) -> anyhow::Result<u8> {
             no_thumbnails: false,
         },
     )?;
+    if code == exit::FATAL {
+        return Ok(code);
+    }
+    // The coordinator's edit: shot names on the checked rows, saved as the next scanlist.
+    let first = iom::scanlist::write::latest_scanlist(&delivery)
+        .context("the scan wrote no scanlist")?;
+    let mut sheet = iom::scanlist::read::read(&first, &settings.scanlist, Some(&delivery))?;
+    let n = iom::sample::demo_edit(&mut sheet.rows);
+    let edited = iom::scanlist::write::next_scanlist_path(&delivery)?;
+    iom::scanlist::write::write(&edited, &sheet.rows, &[], &settings.scanlist)?;
+    eprintln!(
+        "iom demo: named {n} shots in {} (as the IO coordinator would)",
+        edited.display()
+    );
+    // Proxies and review movies arrive with the farm media steps; until then the
+    // demo's graphs hold the steps that are implemented.
+    use iom::task::StepKind;
+    settings
+        .publish
+        .steps
+        .retain(|k| !matches!(k, StepKind::Proxy | StepKind::Review));
+    settings.broker.url.clear();
+    eprintln!(
+        "iom demo: publishing in-process into {}",
+        settings.project.root.display()
+    );
+    let code = publish::run_publish(
+        &settings,
+        PublishArgs {
+            scanlist: edited,
+            dry_run: false,
+            json: args.json,
+            force: false,
+            version: None,
+            colorspace: None,
+            wait: false,
+            embedded: true,
+        },
+    )?;
+    if !args.json {
+        println!("published:");
+        let seq_root = settings.project.root.join("seq");
+        let mut per_dir: std::collections::BTreeMap<PathBuf, Vec<String>> = Default::default();
+        for e in walkdir::WalkDir::new(&seq_root)
+            .sort_by_file_name()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+        {
+            let dir = e.path().parent().map(PathBuf::from).unwrap_or_default();
+            per_dir
+                .entry(dir)
+                .or_default()
+                .push(e.file_name().to_string_lossy().into_owned());
+        }
+        for (dir, names) in per_dir {
+            let shown = match names.as_slice() {
+                [one] => one.clone(),
+                [first, .., last] => format!("{first} … {last}"),
+                [] => String::new(),
+            };
+            println!("  {}/  {} file(s): {shown}", dir.display(), names.len());
+        }
+        println!(
+            "local tracker: {}",
+            settings.project.root.join(&settings.tracker.local_dir).display()
+        );
+    }
     Ok(code)
 }
 

@@ -15,18 +15,36 @@
 //! - [`scan`]: the scan of a delivery, end to end, in a bounded parallel pool.
 //! - [`sample`]: generates sample deliveries (demo, tests, benchmarks).
 //! - [`task`]: the task model: typed task messages and publish graphs (pure).
+//! - [`queue`]: RabbitMQ: topology, confirmed publishing, consuming, the DLQ.
+//! - [`plan`]: the publish planner: checked scanlist rows → validated task graphs.
+//! - [`store`]: the publish work folder: manifest, completion records, claims, fencing.
+//! - [`steps`]: the step implementations (probe, copy, thumbnail, register, cleanup).
+//! - [`tracker`]: the tracker trait, registrations, and the local file tracker.
+//! - [`runtime`]: handling one delivered task (fence, run, record, dispatch children).
+//! - [`worker`]: the RabbitMQ consumer loop of `iom-worker`.
+//! - [`embedded`]: the same graphs in-process when no broker is configured.
+//! - [`events`]: task state-change events for watchers.
 //! - [`logging`]: tracing subscriber set-up.
 
 pub mod colour;
 pub mod config;
 pub mod edl;
+pub mod embedded;
 pub mod error;
+pub mod events;
 pub mod logging;
 pub mod media;
+pub mod plan;
+pub mod queue;
+pub mod runtime;
 pub mod sample;
 pub mod scan;
 pub mod scanlist;
 pub mod seq;
+pub mod steps;
+pub mod store;
 pub mod task;
 pub mod thumbnail;
 pub mod timecode;
+pub mod tracker;
+pub mod worker;

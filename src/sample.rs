@@ -408,3 +408,25 @@ pub fn bench_delivery(
     std::fs::write(&marker, key).map_err(io(&marker))?;
     Ok(dir.to_path_buf())
 }
+
+/// What the IO coordinator would type into the demo's scanlist: shot names for the
+/// checked plates (`DEMO_0010`, `DEMO_0020` …) and the first movie event as a
+/// `ref`; the other movie events are unchecked. Returns the number of rows to publish.
+pub fn demo_edit(rows: &mut [crate::scanlist::Row]) -> usize {
+    let mut n = 0;
+    let mut movie_taken = false;
+    for row in rows.iter_mut() {
+        let is_movie = matches!(row.ext.as_str(), "mov" | "mxf");
+        if is_movie {
+            row.check = row.check && !movie_taken;
+            movie_taken = true;
+            row.seq_type = "ref".into();
+        }
+        if row.check {
+            n += 1;
+            row.shot_name = format!("DEMO_{:04}", n * 10);
+            row.seq_name = "DEMO".into();
+        }
+    }
+    n
+}

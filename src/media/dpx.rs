@@ -861,12 +861,10 @@ pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
     let put16 = |dst: &mut [u8], v: u16| {
         dst.copy_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() });
     };
+    let sampler = spec.fill.sampler(spec.width, spec.height);
     for (y, row) in pixels.chunks_exact_mut(line).enumerate() {
         for x in 0..spec.width as usize {
-            let [r, g, b] = spec
-                .fill
-                .sample(x as i64, y as i64, spec.width, spec.height)
-                .map(q);
+            let [r, g, b] = sampler.sample(x as i64, y as i64).map(q);
             match spec.bit_depth {
                 8 => row[x * 3..x * 3 + 3].copy_from_slice(&[r as u8, g as u8, b as u8]),
                 10 => {

@@ -1,0 +1,382 @@
+//! `iom publish | status | resume | dlq`: glue between the CLI and the library's
+//! planner, work folders, runtime, embedded runner and queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use iom::config::Settings;
+use iom::embedded::{self, EmbeddedOptions};
+use iom::events::TaskEvent;
+use iom::plan::{self, PlanOptions};
+use iom::queue::{Broker, BrokerConfig};
+use iom::runtime::{self, RuntimeCtx};
+use iom::store::{GraphState, GraphStatus, TaskState, WorkDir};
+use iom::task::Graph;
+use iom::worker::{self, BrokerTransport};
+
+use super::{exit, DlqCommand, PublishArgs, ResumeArgs, StatusArgs};
+
+fn runtime_ctx(settings: &Settings) -> anyhow::Result<Arc<RuntimeCtx>> {
+    Ok(Arc::new(RuntimeCtx {
+        settings: Arc::new(settings.clone()),
+        worker: worker::identity(),
+        tracker: iom::tracker::open_tracker(settings)?,
+        cancel: worker::new_cancel_flag(),
+    }))
+}
+
+fn tokio_rt() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+/// Plans the scanlist's checked rows; prints the refusals and returns `None` when
+/// any row is bad (nothing is published then).
+fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Option<plan::Plan>> {
+    let delivery = args
+        .scanlist
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let delivery = std::path::absolute(&delivery)?;
+    let sheet = match iom::scanlist::read::read_with_thumbnail_dir(
+        &args.scanlist,
+        &settings.scanlist,
+        Some(&delivery),
+        &settings.thumbnail.dir_name,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("iom: {e}");
+            return Ok(None);
+        }
+    };
+    for w in &sheet.warnings {
+        eprintln!("warning: {}: {w}", args.scanlist.display());
+    }
+    let tracker = iom::tracker::open_tracker(settings)?;
+    let versions = |k: &plan::PublishInfoKey| {
+        tracker
+            .find_versions(&k.project, &k.shot, &k.seq_type)
+            .unwrap_or_default()
+    };
+    let opts = PlanOptions {
+        force: args.force,
+        version_override: args.version,
+        delivery_root: Some(delivery),
+        colorspace: args.colorspace.clone(),
+    };
+    match plan::plan(&sheet.rows, settings, &opts, &versions) {
+        Ok(p) => {
+            for w in &p.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(Some(p))
+        }
+        Err(e) => {
+            eprintln!("iom: {}: nothing was published:\n{e}", args.scanlist.display());
+            Ok(None)
+        }
+    }
+}
+
+pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8> {
+    let Some(plan) = plan_scanlist(settings, &args)? else {
+        return Ok(exit::ITEM_ERRORS);
+    };
+    for s in &plan.skipped {
+        eprintln!("skipped: {s}");
+    }
+    if plan.graphs.is_empty() {
+        eprintln!("iom: no checked rows to publish in {}", args.scanlist.display());
+        return Ok(exit::ITEM_ERRORS);
+    }
+    if args.dry_run {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan.graphs)?);
+        } else {
+            for g in &plan.graphs {
+                print!("{}", g.tree(&|_| None));
+            }
+        }
+        return Ok(exit::OK);
+    }
+    let mut works = Vec::new();
+    for g in &plan.graphs {
+        works.push(WorkDir::create(g)?);
+    }
+    let embedded_mode = args.embedded || settings.broker.url.is_empty();
+    let rt = tokio_rt()?;
+    let ctx = runtime_ctx(settings)?;
+    if embedded_mode {
+        let json = args.json;
+        let on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync> = Arc::new(move |ev: &TaskEvent| {
+            if !json {
+                eprintln!(
+                    "{:<13} {} (attempt {}){}",
+                    ev.state.as_str(),
+                    ev.task_id,
+                    ev.attempt,
+                    ev.cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
+                );
+            }
+        });
+        let opts = EmbeddedOptions {
+            slots: settings.worker.slots.into(),
+            retry_speedup: 1,
+            on_event,
+        };
+        let statuses = rt.block_on(embedded::run(works, ctx, opts))?;
+        print_statuses(&plan.graphs, &statuses, args.json)?;
+        return Ok(if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
+            exit::OK
+        } else {
+            exit::ITEM_ERRORS
+        });
+    }
+    let cfg = BrokerConfig::from_settings(&settings.broker)?;
+    rt.block_on(async {
+        let broker = Broker::connect(&cfg).await?;
+        broker.declare_topology().await?;
+        let transport = BrokerTransport {
+            publisher: broker.publisher().await?,
+            worker: ctx.worker.clone(),
+        };
+        for w in &works {
+            let sent = runtime::submit(w, &ctx, &transport).await?;
+            if !args.json {
+                println!(
+                    "submitted {} ({} task(s) queued); work folder {}",
+                    w.manifest()?.id,
+                    sent.len(),
+                    w.path().display()
+                );
+            }
+        }
+        broker.close().await;
+        anyhow::Ok(())
+    })?;
+    if !args.wait {
+        if args.json {
+            let ids: Vec<_> = plan
+                .graphs
+                .iter()
+                .map(|g| serde_json::json!({"graph_id": g.id, "work_dir": g.work_dir}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&ids)?);
+        }
+        return Ok(exit::OK);
+    }
+    let statuses = wait_all(&works, None)?;
+    print_statuses(&plan.graphs, &statuses, args.json)?;
+    Ok(if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
+        exit::OK
+    } else {
+        exit::ITEM_ERRORS
+    })
+}
+
+/// True when nothing more can happen without an operator: succeeded, or failed
+/// with nothing running or queued.
+fn settled(s: &GraphStatus) -> bool {
+    match s.state {
+        GraphState::Succeeded => true,
+        GraphState::Failed => !s.tasks.iter().any(|t| {
+            matches!(t.state, TaskState::Running { .. } | TaskState::Dispatched)
+        }),
+        GraphState::Running => false,
+    }
+}
+
+fn wait_all(works: &[WorkDir], mut each: Option<&mut dyn FnMut(&[GraphStatus])>) -> anyhow::Result<Vec<GraphStatus>> {
+    loop {
+        let statuses: Vec<GraphStatus> = works.iter().map(WorkDir::status).collect::<Result<_, _>>()?;
+        if let Some(f) = each.as_mut() {
+            f(&statuses);
+        }
+        if statuses.iter().all(settled) {
+            return Ok(statuses);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn print_statuses(graphs: &[Graph], statuses: &[GraphStatus], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(statuses)?);
+        return Ok(());
+    }
+    for (g, s) in graphs.iter().zip(statuses) {
+        print!("{}", g.tree(&|id| s.task(id).map(|t| t.state.to_string())));
+        println!("=> {:?}\n", s.state);
+    }
+    Ok(())
+}
+
+/// A publish named by work folder or graph id.
+fn open_publish(settings: &Settings, publish: &str) -> anyhow::Result<WorkDir> {
+    let p = Path::new(publish);
+    if p.join("manifest.json").is_file() {
+        return Ok(WorkDir::open(p)?);
+    }
+    if !iom::config::valid_component(publish) {
+        anyhow::bail!("{publish} is neither a publish work folder nor a graph id");
+    }
+    let vars = plan::TemplateVars {
+        graph: Some(publish.to_string()),
+        ..plan::TemplateVars::default()
+    };
+    let rel = plan::render_template(&settings.publish.work_dir, &vars)
+        .map_err(|e| anyhow::anyhow!("publish.work_dir: {e}"))?;
+    let dir = settings.project.root.join(rel);
+    WorkDir::open(&dir).with_context(|| format!("no publish {publish} under {}", settings.project.root.display()))
+}
+
+pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
+    let work = open_publish(settings, &args.publish)?;
+    let graph = work.manifest()?;
+    let status = if args.follow {
+        let mut last = String::new();
+        let mut show = |ss: &[GraphStatus]| {
+            let text = graph.tree(&|id| ss[0].task(id).map(|t| t.state.to_string()));
+            if text != last && !args.json {
+                println!("{text}");
+                last = text;
+            }
+        };
+        wait_all(std::slice::from_ref(&work), Some(&mut show))?.remove(0)
+    } else {
+        work.status()?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else if !args.follow {
+        print!("{}", graph.tree(&|id| status.task(id).map(|t| t.state.to_string())));
+    }
+    if !args.json {
+        println!("=> {:?}", status.state);
+    }
+    Ok(match status.state {
+        GraphState::Succeeded => exit::OK,
+        GraphState::Failed => exit::ITEM_ERRORS,
+        GraphState::Running => 4,
+    })
+}
+
+pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
+    let work = open_publish(settings, &args.publish)?;
+    let ready = work.ready_to_resume(args.include_unstarted)?;
+    let rt = tokio_rt()?;
+    let ctx = runtime_ctx(settings)?;
+    if settings.broker.url.is_empty() {
+        let opts = EmbeddedOptions {
+            slots: settings.worker.slots.into(),
+            retry_speedup: 1,
+            on_event: Arc::new(|_| {}),
+        };
+        let s = rt.block_on(embedded::run(vec![work.clone()], ctx, opts))?;
+        println!("resumed in-process: {:?}", s[0].state);
+        return Ok(if s[0].state == GraphState::Succeeded { exit::OK } else { exit::ITEM_ERRORS });
+    }
+    let cfg = BrokerConfig::from_settings(&settings.broker)?;
+    let graph = work.manifest()?;
+    let n = rt.block_on(async {
+        let broker = Broker::connect(&cfg).await?;
+        broker.declare_topology().await?;
+        let transport = BrokerTransport {
+            publisher: broker.publisher().await?,
+            worker: ctx.worker.clone(),
+        };
+        let mut n = 0;
+        for id in &ready {
+            if let Some(msg) = graph.message(id, 1) {
+                use iom::runtime::Transport;
+                transport.dispatch(&msg).await?;
+                work.mark_dispatched(id)?;
+                n += 1;
+            }
+        }
+        broker.close().await;
+        anyhow::Ok(n)
+    })?;
+    println!("re-published {n} task(s) of {}", graph.id);
+    Ok(exit::OK)
+}
+
+pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
+    if settings.broker.url.is_empty() {
+        eprintln!("iom: no broker configured (broker.url); in embedded mode failures stay in each publish's work folder: see `iom status`");
+        return Ok(exit::USAGE);
+    }
+    let cfg = BrokerConfig::from_settings(&settings.broker)?;
+    let rt = tokio_rt()?;
+    rt.block_on(async {
+        let broker = Broker::connect(&cfg).await?;
+        broker.declare_topology().await?;
+        let code = match cmd {
+            DlqCommand::List { limit, json } => {
+                let items = broker.dlq_list(limit).await?;
+                if json {
+                    let v: Vec<_> = items
+                        .iter()
+                        .map(|d| {
+                            serde_json::json!({
+                                "index": d.index, "kind": d.kind, "reason": d.reason, "class": d.class,
+                                "worker": d.worker, "failed_at": d.failed_at, "task_id": d.task_id,
+                                "graph_id": d.graph_id, "x_death_reason": d.x_death_reason,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    for d in &items {
+                        println!(
+                            "{:>4}  {:<9} {:<40} {}",
+                            d.index,
+                            d.kind.as_deref().unwrap_or("?"),
+                            d.task_id.as_deref().unwrap_or("(not a task message)"),
+                            d.reason
+                        );
+                    }
+                    println!("{} dead letter(s)", items.len());
+                }
+                exit::OK
+            }
+            DlqCommand::Show { index } => {
+                let items = broker.dlq_list(index + 1).await?;
+                match items.into_iter().find(|d| d.index == index) {
+                    Some(d) => {
+                        for (k, v) in &d.headers {
+                            println!("{k}: {v}");
+                        }
+                        println!();
+                        println!("{}", String::from_utf8_lossy(&d.body));
+                        exit::OK
+                    }
+                    None => {
+                        eprintln!("iom: no dead letter at index {index}");
+                        exit::ITEM_ERRORS
+                    }
+                }
+            }
+            DlqCommand::Requeue {
+                task,
+                all,
+                reset_attempt,
+            } => {
+                if task.is_none() && !all {
+                    eprintln!("iom: say which: --task ID or --all");
+                    return anyhow::Ok(exit::USAGE);
+                }
+                let n = broker.dlq_requeue(task.as_deref(), reset_attempt).await?;
+                println!("requeued {n} task(s)");
+                exit::OK
+            }
+        };
+        broker.close().await;
+        anyhow::Ok(code)
+    })
+}

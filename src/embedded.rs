@@ -1,0 +1,165 @@
+//! The embedded default: with no broker configured, `iom publish` runs the same
+//! graphs in-process — the same step code, the same runtime (fencing, completion
+//! records, claims, retry rules) — on a bounded pool of tokio tasks. A queue is an
+//! in-memory channel; a retry is a timer; a dead letter is a failure record and a
+//! log line.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::error::ErrorClass;
+use crate::events::TaskEvent;
+use crate::runtime::{self, Outcome, RuntimeCtx, Transport, TransportError};
+use crate::store::{GraphStatus, StoreError, WorkDir};
+use crate::task::TaskMessage;
+
+/// In-process transport: children and retries go back into the local queue.
+struct Local {
+    tx: mpsc::UnboundedSender<TaskMessage>,
+    /// Messages queued or waiting for a retry timer (for termination).
+    pending: Arc<AtomicUsize>,
+    /// Observer for events (the CLI prints them).
+    on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync>,
+    /// Retry delays are divided by this (tests use a big factor; 1 in production).
+    retry_speedup: u32,
+}
+
+impl Transport for Local {
+    async fn dispatch(&self, msg: &TaskMessage) -> Result<(), TransportError> {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(msg.clone()).map_err(|_| {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            TransportError("embedded queue closed".into())
+        })
+    }
+
+    async fn retry_later(
+        &self,
+        msg: &TaskMessage,
+        delay: Duration,
+        _reason: &str,
+    ) -> Result<(), TransportError> {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let (tx, m, pending) = (self.tx.clone(), msg.clone(), self.pending.clone());
+        let delay = delay / self.retry_speedup.max(1);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if tx.send(m).is_err() {
+                pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        msg: &TaskMessage,
+        reason: &str,
+        class: ErrorClass,
+    ) -> Result<(), TransportError> {
+        tracing::error!(task = %msg.task_id, ?class, %reason, "dead-lettered (embedded: kept in the work folder's failure record)");
+        Ok(())
+    }
+
+    async fn event(&self, ev: &TaskEvent) {
+        (self.on_event)(ev);
+    }
+}
+
+/// Options of an in-process run.
+pub struct EmbeddedOptions {
+    /// Concurrent tasks.
+    pub slots: usize,
+    /// Retry delays are divided by this (1 in production; tests speed retries up).
+    pub retry_speedup: u32,
+    /// Called for every event.
+    pub on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync>,
+}
+
+/// Why an in-process run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// A work folder failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The runtime failed in a way that would, on a broker, redeliver the task.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl crate::error::Classify for EmbeddedError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            EmbeddedError::Store(e) => e.class(),
+            EmbeddedError::Runtime(_) => ErrorClass::Transient,
+        }
+    }
+}
+
+/// Runs the graphs whose work folders are given (already created) until every
+/// task is terminal; returns each graph's final status.
+pub async fn run(
+    works: Vec<WorkDir>,
+    ctx: Arc<RuntimeCtx>,
+    opts: EmbeddedOptions,
+) -> Result<Vec<GraphStatus>, EmbeddedError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<TaskMessage>();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let local = Arc::new(Local {
+        tx,
+        pending: pending.clone(),
+        on_event: opts.on_event.clone(),
+        retry_speedup: opts.retry_speedup,
+    });
+    for w in &works {
+        runtime::submit(w, &ctx, local.as_ref())
+            .await
+            .map_err(|e| EmbeddedError::Runtime(e.to_string()))?;
+    }
+    let slots = Arc::new(Semaphore::new(opts.slots.max(1)));
+    let mut running = tokio::task::JoinSet::new();
+    let mut failures: Vec<String> = Vec::new();
+    loop {
+        if pending.load(Ordering::SeqCst) == 0 && running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(msg) = rx.recv() => {
+                let permit = slots.clone().acquire_owned().await.map_err(|e| EmbeddedError::Runtime(e.to_string()))?;
+                let (ctx, local, pending) = (ctx.clone(), local.clone(), pending.clone());
+                running.spawn(async move {
+                    let r = runtime::handle(msg.clone(), &ctx, local.as_ref()).await;
+                    drop(permit);
+                    // Like a broker redelivery: a runtime error puts the message back.
+                    let out = match r {
+                        Ok(o) => Ok(o),
+                        Err(e) => {
+                            tracing::warn!(task = %msg.task_id, error = %e, "runtime error; requeued");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            let _ = local.dispatch(&msg).await;
+                            Err(e.to_string())
+                        }
+                    };
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                    out
+                });
+            }
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                match done {
+                    Ok(Ok(Outcome::DeadLettered(reason))) => failures.push(reason),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("task panicked: {e}")),
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    let mut out = Vec::new();
+    for w in works {
+        out.push(tokio::task::spawn_blocking(move || w.status()).await.map_err(|e| EmbeddedError::Runtime(e.to_string()))??);
+    }
+    Ok(out)
+}

@@ -1,0 +1,475 @@
+//! Running one delivered task, the same way in a farm worker and in the embedded
+//! in-process runner: fence the attempt, run the step on a blocking thread with its
+//! time limit, record the outcome durably, then dispatch the children that became
+//! ready. The caller acknowledges the delivery only after [`handle`] returns `Ok`.
+//!
+//! What differs between the broker and the in-process mode is behind [`Transport`]:
+//! where a child, a retry, a dead letter and an event go.
+//!
+//! Order of effects and why it is crash-safe:
+//! 1. `begin_attempt` fences stale attempts (a superseded attempt does nothing).
+//! 2. The step runs; every step is idempotent by task id.
+//! 3. The completion record is written atomically (first completion wins).
+//! 4. Ready children are claimed (exclusive create) and published with confirm,
+//!    then marked dispatched. A crash between claim and publish leaves the claim
+//!    with this task as its owner; the redelivery of this task re-publishes.
+//! 5. The delivery is acked by the caller. A crash before the ack redelivers the
+//!    task, which finds its completion record and only re-runs step 4.
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Settings;
+use crate::error::{Classify, ErrorClass};
+use crate::events::{now_ms, TaskEvent, TaskState};
+use crate::steps::{self, StepContext, StepError};
+use crate::store::{Begin, Claim, CompletionRecord, FailureRecord, StoreError, WorkDir};
+use crate::task::{Graph, StepKind, TaskId, TaskMessage};
+use crate::tracker::Tracker;
+
+/// Where the runtime sends what it produces.
+pub trait Transport: Send + Sync {
+    /// Publishes a task message (confirmed before it returns `Ok`).
+    fn dispatch(&self, msg: &TaskMessage) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Schedules `msg` (attempt already incremented) to run again after `delay`.
+    fn retry_later(
+        &self,
+        msg: &TaskMessage,
+        delay: Duration,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Sends a task that failed for good to the dead-letter queue with its reason.
+    fn dead_letter(
+        &self,
+        msg: &TaskMessage,
+        reason: &str,
+        class: ErrorClass,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Reports a state change (best effort: a lost event loses nothing).
+    fn event(&self, ev: &TaskEvent) -> impl Future<Output = ()> + Send;
+}
+
+/// A transport failure: the delivery must not be acked (it will come back).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(pub String);
+
+impl Classify for TransportError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Transient
+    }
+}
+
+/// What happened to a delivered task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The step ran and its completion was recorded.
+    Succeeded,
+    /// It had already completed (a redelivery); children re-checked.
+    AlreadyDone,
+    /// A superseded attempt: ignored.
+    Stale,
+    /// A transient failure; a retry is scheduled after this delay.
+    RetryScheduled(Duration),
+    /// Failed for good; dead-lettered with this reason.
+    DeadLettered(String),
+}
+
+/// Why the runtime could not finish handling a delivery (it must be redelivered).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The work folder could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A publish (child, retry, dead letter) failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+impl Classify for RuntimeError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            RuntimeError::Store(e) => e.class(),
+            RuntimeError::Transport(e) => e.class(),
+        }
+    }
+}
+
+/// Shared, read-only context of a worker (or of the embedded runner).
+pub struct RuntimeCtx {
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// Worker identity (`host/pid`) for records and events.
+    pub worker: String,
+    /// Tracker used by the register step.
+    pub tracker: Arc<dyn Tracker>,
+    /// Set on shutdown: running steps stop at the next frame boundary.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl RuntimeCtx {
+    /// The time limit of a step kind.
+    pub fn time_limit(&self, kind: StepKind) -> Duration {
+        Duration::from_secs(
+            self.settings
+                .worker
+                .time_limits_secs
+                .get(&kind)
+                .copied()
+                .unwrap_or(3600),
+        )
+    }
+
+    /// Capped exponential backoff with full jitter: `random(0, min(cap, base × 2^attempt))`,
+    /// at least one second.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let w = &self.settings.worker;
+        let exp = w
+            .backoff_base_secs
+            .saturating_mul(1u64 << attempt.min(30))
+            .min(w.backoff_cap_secs)
+            .max(1);
+        Duration::from_millis(fastrand::u64(1000..=exp * 1000))
+    }
+}
+
+fn event(msg: &TaskMessage, ctx: &RuntimeCtx, state: TaskState) -> TaskEvent {
+    TaskEvent {
+        graph_id: msg.graph_id.clone(),
+        task_id: msg.task_id.clone(),
+        kind: msg.step.kind(),
+        state,
+        attempt: msg.attempt,
+        worker: ctx.worker.clone(),
+        at_ms: now_ms(),
+        duration_ms: None,
+        cause: None,
+    }
+}
+
+/// Handles one delivered task end to end (see the module doc for the order).
+pub async fn handle<T: Transport>(
+    msg: TaskMessage,
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<Outcome, RuntimeError> {
+    let work = open_blocking(msg.work_dir.clone()).await;
+    let work = match work {
+        Ok(w) => w,
+        Err(e) if e.class() == ErrorClass::Permanent => {
+            let reason = format!("work folder unusable: {e}");
+            transport
+                .dead_letter(&msg, &reason, ErrorClass::Permanent)
+                .await?;
+            return Ok(Outcome::DeadLettered(reason));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let graph = Arc::new(blocking(work.clone(), |w| w.manifest()).await?);
+    if graph.node(&msg.task_id).is_none() {
+        let reason = format!(
+            "task {} is not in the manifest of graph {} at {}",
+            msg.task_id,
+            graph.id,
+            work.path().display()
+        );
+        transport
+            .dead_letter(&msg, &reason, ErrorClass::Permanent)
+            .await?;
+        return Ok(Outcome::DeadLettered(reason));
+    }
+
+    let (task, attempt, worker) = (msg.task_id.clone(), msg.attempt, ctx.worker.clone());
+    let begin = blocking(work.clone(), move |w| w.begin_attempt(&task, attempt, &worker)).await?;
+    match begin {
+        Begin::Stale { current } => {
+            tracing::info!(task = %msg.task_id, attempt = msg.attempt, current, "stale attempt ignored");
+            let mut ev = event(&msg, ctx, TaskState::Stale);
+            ev.cause = Some(format!("attempt {current} supersedes it"));
+            transport.event(&ev).await;
+            return Ok(Outcome::Stale);
+        }
+        Begin::AlreadyDone(_) => {
+            dispatch_children(&work, &graph, &msg.task_id, ctx, transport).await?;
+            return Ok(Outcome::AlreadyDone);
+        }
+        Begin::Run => {}
+    }
+
+    transport.event(&event(&msg, ctx, TaskState::Started)).await;
+    let started_ms = now_ms();
+    let t0 = Instant::now();
+    let result = run_step(&msg, ctx).await;
+    let elapsed = t0.elapsed();
+
+    match result {
+        Ok(out) => {
+            let rec = CompletionRecord {
+                task_id: msg.task_id.clone(),
+                attempt: msg.attempt,
+                worker: ctx.worker.clone(),
+                started_at_ms: started_ms,
+                finished_at_ms: now_ms(),
+                outputs: out.outputs,
+                summary: out.summary,
+            };
+            blocking(work.clone(), move |w| w.complete(&rec)).await?;
+            let mut ev = event(&msg, ctx, TaskState::Succeeded);
+            ev.duration_ms = Some(elapsed.as_millis() as u64);
+            transport.event(&ev).await;
+            dispatch_children(&work, &graph, &msg.task_id, ctx, transport).await?;
+            Ok(Outcome::Succeeded)
+        }
+        Err(e) => {
+            let class = e.class();
+            let reason = e.to_string();
+            let max = ctx.settings.worker.max_attempts;
+            if class == ErrorClass::Transient && msg.attempt < max {
+                let delay = ctx.backoff(msg.attempt);
+                let mut next = msg.clone();
+                next.attempt += 1;
+                transport.retry_later(&next, delay, &reason).await?;
+                let mut ev = event(&msg, ctx, TaskState::Retrying);
+                ev.cause = Some(reason.clone());
+                ev.duration_ms = Some(elapsed.as_millis() as u64);
+                transport.event(&ev).await;
+                tracing::warn!(task = %msg.task_id, attempt = msg.attempt, ?delay, %reason, "transient failure, retry scheduled");
+                return Ok(Outcome::RetryScheduled(delay));
+            }
+            let reason = if class == ErrorClass::Transient {
+                format!("gave up after {} attempts: {reason}", msg.attempt)
+            } else {
+                reason
+            };
+            let rec = FailureRecord {
+                task_id: msg.task_id.clone(),
+                attempt: msg.attempt,
+                worker: ctx.worker.clone(),
+                at_ms: now_ms(),
+                class,
+                reason: reason.clone(),
+                dead_lettered: true,
+            };
+            blocking(work.clone(), move |w| w.record_failure(&rec)).await?;
+            transport.dead_letter(&msg, &reason, class).await?;
+            let state = if class == ErrorClass::Transient {
+                TaskState::DeadLettered
+            } else {
+                TaskState::Failed
+            };
+            let mut ev = event(&msg, ctx, state);
+            ev.cause = Some(reason.clone());
+            ev.duration_ms = Some(elapsed.as_millis() as u64);
+            transport.event(&ev).await;
+            tracing::error!(task = %msg.task_id, attempt = msg.attempt, %reason, "task failed");
+            Ok(Outcome::DeadLettered(reason))
+        }
+    }
+}
+
+/// Runs the step on a blocking thread under its time limit. On timeout the step is
+/// asked to stop (cancel flag) and awaited, so two runs of one task never overlap on
+/// this node.
+async fn run_step(msg: &TaskMessage, ctx: &RuntimeCtx) -> Result<steps::StepOutput, StepError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let step_ctx = StepContext {
+        settings: ctx.settings.clone(),
+        worker: ctx.worker.clone(),
+        cancel: cancel.clone(),
+        tracker: ctx.tracker.clone(),
+    };
+    let shutdown = ctx.cancel.clone();
+    let m = msg.clone();
+    let mut handle = tokio::task::spawn_blocking(move || {
+        fault::inject(&m, &step_ctx)?;
+        steps::run(&m, &step_ctx)
+    });
+    let limit = ctx.time_limit(msg.step.kind());
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            r = &mut handle => {
+                return r.unwrap_or_else(|e| Err(StepError::Transient {
+                    message: format!("step thread ended abnormally: {e}"),
+                }));
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = (&mut handle).await;
+                return Err(StepError::TimedOut { kind: msg.step.kind(), limit });
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// Claims and publishes every child of `done` whose parents have all completed.
+pub async fn dispatch_children<T: Transport>(
+    work: &WorkDir,
+    graph: &Arc<Graph>,
+    done: &TaskId,
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<(), RuntimeError> {
+    let (g, d) = (graph.clone(), done.clone());
+    let ready = blocking(work.clone(), move |w| w.ready_children(&g, &d)).await?;
+    for child in ready {
+        let (c, d) = (child.clone(), done.clone());
+        let claim = blocking(work.clone(), move |w| w.claim_dispatch(&c, &d)).await?;
+        let ours = match claim {
+            Claim::Won => true,
+            Claim::HeldBy(owner) => &owner == done,
+        };
+        if !ours {
+            continue;
+        }
+        let c = child.clone();
+        if blocking(work.clone(), move |w| w.is_dispatched(&c)).await? {
+            continue;
+        }
+        let Some(msg) = graph.message(&child, 1) else {
+            continue;
+        };
+        transport.dispatch(&msg).await?;
+        let c = child.clone();
+        blocking(work.clone(), move |w| w.mark_dispatched(&c)).await?;
+        transport.event(&event(&msg, ctx, TaskState::Queued)).await;
+    }
+    Ok(())
+}
+
+/// Publishes the roots of a graph (and anything else ready but undispatched, which
+/// makes this `iom resume` too). Returns the tasks published.
+pub async fn submit<T: Transport>(
+    work: &WorkDir,
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<Vec<TaskId>, RuntimeError> {
+    let graph = blocking(work.clone(), |w| w.manifest()).await?;
+    let ready = blocking(work.clone(), |w| w.undispatched_ready()).await?;
+    let mut sent = Vec::new();
+    for id in ready {
+        let Some(msg) = graph.message(&id, 1) else {
+            continue;
+        };
+        transport.dispatch(&msg).await?;
+        let c = id.clone();
+        blocking(work.clone(), move |w| w.mark_dispatched(&c)).await?;
+        transport.event(&event(&msg, ctx, TaskState::Queued)).await;
+        sent.push(id);
+    }
+    Ok(sent)
+}
+
+async fn open_blocking(dir: std::path::PathBuf) -> Result<WorkDir, StoreError> {
+    tokio::task::spawn_blocking(move || WorkDir::open(&dir))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Join(e.to_string())))
+}
+
+/// Runs a store operation on a blocking thread (file IO on shared storage can stall).
+async fn blocking<R, F>(work: WorkDir, f: F) -> Result<R, StoreError>
+where
+    R: Send + 'static,
+    F: FnOnce(&WorkDir) -> Result<R, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(&work))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Join(e.to_string())))
+}
+
+/// Fault injection for the reliability tests (`IOM_FAULT`), inert unless set.
+///
+/// `IOM_FAULT="copy:transient:2,probe:permanent:1,copy:sleep_ms:300"` makes the first
+/// two attempts of every copy fail transiently, the first probe attempt fail
+/// permanently, and every copy sleep 300 ms first (checking for cancellation), so a
+/// test can kill a worker mid-step. Read once per process.
+pub mod fault {
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    use crate::steps::{StepContext, StepError};
+    use crate::task::{StepKind, TaskMessage};
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Fault {
+        Transient(u32),
+        Permanent(u32),
+        SleepMs(u64),
+    }
+
+    static FAULTS: LazyLock<Vec<(StepKind, Fault)>> =
+        LazyLock::new(|| parse(&std::env::var("IOM_FAULT").unwrap_or_default()));
+
+    fn parse(spec: &str) -> Vec<(StepKind, Fault)> {
+        spec.split(',')
+            .filter_map(|item| {
+                let mut it = item.trim().splitn(3, ':');
+                let kind = it.next()?.parse::<StepKind>().ok()?;
+                let what = it.next()?;
+                let n: u64 = it.next()?.parse().ok()?;
+                let f = match what {
+                    "transient" => Fault::Transient(n as u32),
+                    "permanent" => Fault::Permanent(n as u32),
+                    "sleep_ms" => Fault::SleepMs(n),
+                    _ => return None,
+                };
+                Some((kind, f))
+            })
+            .collect()
+    }
+
+    /// Applies the configured faults to this attempt.
+    pub fn inject(msg: &TaskMessage, ctx: &StepContext) -> Result<(), StepError> {
+        for (kind, f) in FAULTS.iter() {
+            if *kind != msg.step.kind() {
+                continue;
+            }
+            match f {
+                Fault::Transient(n) if msg.attempt <= *n => {
+                    return Err(StepError::transient(format!(
+                        "injected transient fault (attempt {} of the first {n})",
+                        msg.attempt
+                    )))
+                }
+                Fault::Permanent(n) if msg.attempt <= *n => {
+                    return Err(StepError::permanent("injected permanent fault"))
+                }
+                Fault::SleepMs(ms) => {
+                    let until = std::time::Instant::now() + Duration::from_millis(*ms);
+                    while std::time::Instant::now() < until {
+                        ctx.check_cancel()?;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parses_specs_and_ignores_junk() {
+            let f = parse("copy:transient:2, probe:permanent:1,copy:sleep_ms:300,bogus:x:1,copy:nope:1");
+            assert_eq!(
+                f,
+                vec![
+                    (StepKind::Copy, Fault::Transient(2)),
+                    (StepKind::Probe, Fault::Permanent(1)),
+                    (StepKind::Copy, Fault::SleepMs(300)),
+                ]
+            );
+            assert!(parse("").is_empty());
+        }
+    }
+}

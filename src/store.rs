@@ -1,0 +1,1033 @@
+//! The publish work folder on shared storage: DAG progress without a central
+//! scheduler.
+//!
+//! One folder per publish graph (`graph.work_dir`), shared by every worker on every
+//! host. It holds:
+//!
+//! ```text
+//! manifest.json              the graph (written once; a re-submit must be identical)
+//! runs/<task>/<attempt>.json one start record per attempt (attempt fencing)
+//! done/<task>.json           the completion record (first completion wins)
+//! failed/<task>.json         the terminal failure record (dead-lettered / permanent)
+//! claims/<child>.json        who won the right to publish a child (exclusive create)
+//! dispatched/<task>.json     the child's message was confirmed by the broker
+//! tmp/                       temporary files of the writes above
+//! ```
+//!
+//! Only primitives that are atomic on NFS as well as on local disks are used:
+//! exclusive create of a fully written temporary file through `hard_link` (the
+//! link fails if the name exists, so the record appears whole or not at all),
+//! write-temp + fsync + `rename` for records where the last write wins, and an
+//! fsync of the folder after every link or rename so a crash cannot lose a record
+//! the caller was told about. Nothing here holds a lock or a lease, so a worker
+//! that dies between any two calls leaves a state the next worker (or
+//! `iom resume`) can carry on from.
+//!
+//! The protocol a worker follows (the runtime implements it):
+//! 1. [`WorkDir::begin_attempt`]: `AlreadyDone` → skip to 3; `Stale` → drop the
+//!    message; `Run` → run the step.
+//! 2. [`WorkDir::complete`] with the outputs (the first completion wins).
+//! 3. For each of [`WorkDir::ready_children`]: [`WorkDir::claim_dispatch`]; the
+//!    winner publishes the child (with a confirm), then
+//!    [`WorkDir::mark_dispatched`]. A claim [`Claim::HeldBy`] the same task means
+//!    an earlier run of this task claimed it and may have died before publishing:
+//!    publish it again unless [`WorkDir::is_dispatched`].
+//! 4. Ack the delivery.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_class, Classify, ErrorClass};
+use crate::task::{Graph, GraphError, GraphId, StepKind, TaskId};
+
+/// The graph manifest's file name inside a work folder.
+pub const MANIFEST: &str = "manifest.json";
+const RUNS: &str = "runs";
+const DONE: &str = "done";
+const FAILED: &str = "failed";
+const CLAIMS: &str = "claims";
+const DISPATCHED: &str = "dispatched";
+const TMP: &str = "tmp";
+
+/// Longest task id accepted as a file name (file names stop at 255 bytes; this
+/// leaves room for suffixes and temporary-name decorations).
+const MAX_ID_LEN: usize = 200;
+
+/// Why the work folder could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or folder operation failed.
+    #[error("publish work folder: cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done (`read`, `create`, `list` …).
+        op: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The folder already holds a different graph.
+    #[error("work folder {dir} already holds a different publish graph ({existing}); a re-submit must plan the same graph: remove the folder if that publish is abandoned, or publish a new version")]
+    ManifestMismatch {
+        /// The work folder.
+        dir: PathBuf,
+        /// The id of the graph already there.
+        existing: GraphId,
+    },
+    /// The folder has no manifest.
+    #[error("{dir} is not a publish work folder (no {MANIFEST}); check the path, or submit the publish first")]
+    NotAWorkDir {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A record does not parse.
+    #[error("{path} is not a valid {what}: {detail}; the work folder was edited by hand or written by an incompatible iom: inspect the file, or remove the folder and publish again")]
+    Corrupt {
+        /// The record.
+        path: PathBuf,
+        /// Which kind of record.
+        what: &'static str,
+        /// The parser's complaint.
+        detail: String,
+    },
+    /// A task id that cannot safely name a file.
+    #[error("task id {id:?} cannot name a file in the work folder: it {reason}")]
+    BadTaskId {
+        /// The id.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Attempt numbers start at 1.
+    #[error("task {task}: attempt 0 is not valid (attempts count from 1)")]
+    BadAttempt {
+        /// The task.
+        task: TaskId,
+    },
+    /// The task is not part of the folder's graph.
+    #[error("task {task} is not in the graph of work folder {dir}; the message does not belong to this publish")]
+    UnknownTask {
+        /// The task.
+        task: TaskId,
+        /// The work folder.
+        dir: PathBuf,
+    },
+    /// The graph itself is malformed.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// A store operation on a blocking thread was cancelled or panicked.
+    #[error("work folder operation did not finish: {0}")]
+    Join(String),
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Io { source, .. } => io_class(source),
+            StoreError::Join(_) => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Refuses task ids that could not be used as a file name: only `[A-Za-z0-9_.-]`,
+/// no leading dot (hidden files, `..`), no `..` anywhere, at most 200 characters.
+pub fn validate_task_id(id: &TaskId) -> Result<(), StoreError> {
+    let s = id.0.as_str();
+    let reason = if s.is_empty() {
+        Some("is empty")
+    } else if s.len() > MAX_ID_LEN {
+        Some("is longer than 200 characters")
+    } else if s.starts_with('.') {
+        Some("starts with a dot")
+    } else if s.contains("..") {
+        Some("contains `..`")
+    } else if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Some("holds a character outside [A-Za-z0-9_.-] (a `/` would leave the work folder)")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::BadTaskId {
+            id: s.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Atomic file primitives (also used by the steps and the local tracker).
+// ---------------------------------------------------------------------------
+
+/// A temporary file name in `dir` that no other process or host will pick:
+/// `<stem>.<pid>.<64 random bits>`. Hosts share the folder, so the pid alone is
+/// not unique.
+pub fn unique_temp(dir: &Path, stem: &str) -> PathBuf {
+    dir.join(format!(
+        "{stem}.{}.{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ))
+}
+
+/// Fsyncs a folder so the names linked or renamed into it survive a crash.
+/// File systems that cannot fsync a folder (`EINVAL`) have nothing to flush.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir).and_then(|f| f.sync_all()) {
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes `bytes` to a new file `tmp` (which must not exist) and fsyncs it.
+fn write_synced(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Creates `dest` holding `bytes` only if no file of that name exists, atomically:
+/// the content is written and fsynced under the temporary name `tmp` (same file
+/// system), then hard-linked to `dest`; the link fails if `dest` exists, so a
+/// reader sees the whole record or none. Returns `true` when this call created it.
+pub fn create_if_absent(dest: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<bool> {
+    write_synced(tmp, bytes)?;
+    let created = match fs::hard_link(tmp, dest) {
+        Ok(()) => true,
+        // Over NFS a retransmitted LINK whose first try succeeded answers EEXIST;
+        // the temporary file's link count tells whether the link is ours.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::metadata(tmp).map(|m| m.nlink() >= 2).unwrap_or(false)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fs::remove_file(tmp) {
+        // Only a stray file in tmp/: the record itself is in place.
+        tracing::debug!(path = %tmp.display(), "cannot remove temporary file: {e}");
+    }
+    if let Some(parent) = dest.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(created)
+}
+
+/// Replaces `dest` with `bytes` atomically (write `tmp`, fsync, rename, fsync the
+/// folder): readers see the old content or the new, never a mix.
+pub fn replace_atomic(dest: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_synced(tmp, bytes)?;
+    if let Err(e) = fs::rename(tmp, dest) {
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
+    match dest.parent() {
+        Some(parent) => fsync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Records.
+// ---------------------------------------------------------------------------
+
+/// A published (or otherwise produced) file, as recorded and verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// XXH3-64 of the content, 16 lower-case hex digits.
+    pub xxh3: String,
+}
+
+/// What a task produced; written once, when the task first succeeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRecord {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt that succeeded.
+    pub attempt: u32,
+    /// The worker (host/name) that ran it.
+    pub worker: String,
+    /// Start, ms since the epoch.
+    pub started_at_ms: i64,
+    /// End, ms since the epoch.
+    pub finished_at_ms: i64,
+    /// Files produced, with checksums.
+    pub outputs: Vec<OutputFile>,
+    /// The step's summary (counts, ranges, entity ids …).
+    pub summary: serde_json::Value,
+}
+
+/// A terminal failure: dead-lettered after the last retry, or permanent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Transient (retries exhausted) or permanent.
+    pub class: ErrorClass,
+    /// The error message.
+    pub reason: String,
+    /// Whether the message went to the dead-letter queue.
+    pub dead_lettered: bool,
+}
+
+/// The start of one attempt (`runs/<task>/<attempt>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt.
+    pub attempt: u32,
+    /// The worker running it.
+    pub worker: String,
+    /// Start, ms since the epoch.
+    pub started_at_ms: i64,
+}
+
+/// Who claimed the right to publish a child (`claims/<child>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// The child task.
+    pub child: TaskId,
+    /// The parent task whose completion dispatches it.
+    pub by: TaskId,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DispatchedRecord {
+    task_id: TaskId,
+    at_ms: i64,
+}
+
+/// Outcome of [`WorkDir::begin_attempt`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// Run the step.
+    Run,
+    /// The task already succeeded (a redelivery or a duplicate): do not run it
+    /// again; go on with dispatching its children.
+    AlreadyDone(CompletionRecord),
+    /// A later attempt has started: this delivery is superseded; drop it.
+    Stale {
+        /// The highest attempt started.
+        current: u32,
+    },
+}
+
+/// Outcome of [`WorkDir::complete`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completed {
+    /// This record is the task's completion.
+    Recorded,
+    /// Another attempt completed first; its record stands.
+    AlreadyComplete(CompletionRecord),
+}
+
+/// Outcome of [`WorkDir::claim_dispatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller publishes the child.
+    Won,
+    /// This parent claimed it first (possibly the caller itself, in an earlier
+    /// run that may have died before publishing).
+    HeldBy(TaskId),
+}
+
+// ---------------------------------------------------------------------------
+// Status.
+// ---------------------------------------------------------------------------
+
+/// One task's state, as the work folder records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TaskState {
+    /// Its parents have not all completed, or its message is not confirmed yet.
+    Waiting,
+    /// Its message is on the queue; no worker has started it.
+    Dispatched,
+    /// An attempt has started and not finished.
+    Running {
+        /// The latest attempt.
+        attempt: u32,
+        /// Its worker.
+        worker: String,
+        /// Its start, ms since the epoch.
+        since: i64,
+    },
+    /// Completed.
+    Succeeded {
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// Its worker.
+        worker: String,
+        /// How long it ran.
+        seconds: f64,
+    },
+    /// Failed for good (dead-lettered or permanent).
+    Failed {
+        /// The error.
+        reason: String,
+        /// Transient (retries exhausted) or permanent.
+        class: ErrorClass,
+        /// The attempt that failed.
+        attempt: u32,
+    },
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskState::Waiting => f.write_str("waiting"),
+            TaskState::Dispatched => f.write_str("queued"),
+            TaskState::Running {
+                attempt, worker, ..
+            } => write!(f, "running #{attempt} on {worker}"),
+            TaskState::Succeeded {
+                attempt,
+                worker,
+                seconds,
+            } => write!(f, "done #{attempt} on {worker} in {seconds:.1}s"),
+            TaskState::Failed {
+                reason,
+                class,
+                attempt,
+            } => {
+                let class = match class {
+                    ErrorClass::Transient => "retries exhausted",
+                    ErrorClass::Permanent => "permanent",
+                };
+                write!(f, "FAILED #{attempt} ({class}): {reason}")
+            }
+        }
+    }
+}
+
+/// The whole graph's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphState {
+    /// Not finished, nothing failed for good.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// At least one task failed for good.
+    Failed,
+}
+
+/// One task in a [`GraphStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The task.
+    pub id: TaskId,
+    /// Its label.
+    pub label: String,
+    /// Its kind.
+    pub kind: StepKind,
+    /// Its dependencies.
+    pub deps: Vec<TaskId>,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: TaskState,
+}
+
+/// Every task's state plus the graph's (`iom status --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphStatus {
+    /// The graph.
+    pub graph_id: GraphId,
+    /// Graph-level state.
+    pub state: GraphState,
+    /// Per task, in the manifest's (topological) order.
+    pub tasks: Vec<TaskStatus>,
+}
+
+impl GraphStatus {
+    /// The status of one task.
+    pub fn task(&self, id: &TaskId) -> Option<&TaskStatus> {
+        self.tasks.iter().find(|t| &t.id == id)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The work folder.
+// ---------------------------------------------------------------------------
+
+/// A publish's work folder. Cheap to open; every call reads the shared storage,
+/// except the manifest, which never changes once written and is cached.
+#[derive(Debug, Clone)]
+pub struct WorkDir {
+    dir: PathBuf,
+    manifest: OnceLock<Graph>,
+}
+
+impl WorkDir {
+    /// Creates the folder and writes the manifest (once). If a manifest exists,
+    /// an identical graph is a re-submit (`Ok`); a different one is
+    /// [`StoreError::ManifestMismatch`].
+    pub fn create(graph: &Graph) -> Result<WorkDir, StoreError> {
+        let graph = graph.clone().validated()?;
+        for id in graph.nodes.iter().map(|n| &n.id) {
+            validate_task_id(id)?;
+        }
+        let dir = graph.work_dir.clone();
+        for sub in [RUNS, DONE, FAILED, CLAIMS, DISPATCHED, TMP] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("create folder", &p))?;
+        }
+        let wd = WorkDir {
+            dir,
+            manifest: OnceLock::new(),
+        };
+        let bytes = serde_json::to_vec_pretty(&graph).map_err(|e| StoreError::Corrupt {
+            path: wd.dir.join(MANIFEST),
+            what: "graph manifest",
+            detail: e.to_string(),
+        })?;
+        let path = wd.dir.join(MANIFEST);
+        let created =
+            create_if_absent(&path, &wd.temp(MANIFEST), &bytes).map_err(io_err("create", &path))?;
+        if !created {
+            let existing: Graph = wd.read_required(&path, "graph manifest")?;
+            if existing != graph {
+                return Err(StoreError::ManifestMismatch {
+                    dir: wd.dir.clone(),
+                    existing: existing.id,
+                });
+            }
+        }
+        let _ = wd.manifest.set(graph);
+        Ok(wd)
+    }
+
+    /// Opens an existing work folder (one with a manifest).
+    pub fn open(dir: &Path) -> Result<WorkDir, StoreError> {
+        let path = dir.join(MANIFEST);
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(WorkDir {
+                dir: dir.to_path_buf(),
+                manifest: OnceLock::new(),
+            }),
+            Ok(_) => Err(StoreError::NotAWorkDir {
+                dir: dir.to_path_buf(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotAWorkDir {
+                dir: dir.to_path_buf(),
+            }),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The graph (read once, then cached: it never changes).
+    pub fn manifest(&self) -> Result<Graph, StoreError> {
+        if let Some(g) = self.manifest.get() {
+            return Ok(g.clone());
+        }
+        let g: Graph = self.read_required(&self.dir.join(MANIFEST), "graph manifest")?;
+        let g = g.validated()?;
+        Ok(self.manifest.get_or_init(|| g).clone())
+    }
+
+    /// Starts `attempt` of `task` on `worker` (attempt fencing, queue-and-ops
+    /// §2.7): [`Begin::AlreadyDone`] if the task has completed,
+    /// [`Begin::Stale`] if a higher attempt has started, else records
+    /// `runs/<task>/<attempt>.json` and returns [`Begin::Run`]. The same attempt
+    /// may begin again (a redelivery after a crash): its record is rewritten.
+    pub fn begin_attempt(
+        &self,
+        task: &TaskId,
+        attempt: u32,
+        worker: &str,
+    ) -> Result<Begin, StoreError> {
+        validate_task_id(task)?;
+        if attempt == 0 {
+            return Err(StoreError::BadAttempt { task: task.clone() });
+        }
+        if let Some(rec) = self.completion(task)? {
+            return Ok(Begin::AlreadyDone(rec));
+        }
+        if let Some(current) = self.highest_attempt(task)?.filter(|&h| h > attempt) {
+            return Ok(Begin::Stale { current });
+        }
+        let dir = self.dir.join(RUNS).join(&task.0);
+        fs::create_dir_all(&dir).map_err(io_err("create folder", &dir))?;
+        let rec = RunRecord {
+            task_id: task.clone(),
+            attempt,
+            worker: worker.to_string(),
+            started_at_ms: now_ms(),
+        };
+        let path = dir.join(format!("{attempt}.json"));
+        self.replace(&path, &rec, "run record")?;
+        // A later attempt may have started while this record was written.
+        if let Some(current) = self.highest_attempt(task)?.filter(|&h| h > attempt) {
+            return Ok(Begin::Stale { current });
+        }
+        Ok(Begin::Run)
+    }
+
+    /// The highest attempt of `task` that has started.
+    pub fn current_attempt(&self, task: &TaskId) -> Result<Option<u32>, StoreError> {
+        validate_task_id(task)?;
+        self.highest_attempt(task)
+    }
+
+    /// The start record of the highest attempt of `task`.
+    pub fn latest_run(&self, task: &TaskId) -> Result<Option<RunRecord>, StoreError> {
+        validate_task_id(task)?;
+        match self.highest_attempt(task)? {
+            Some(a) => self.read_optional(
+                &self.dir.join(RUNS).join(&task.0).join(format!("{a}.json")),
+                "run record",
+            ),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the task's completion, exclusively: the first completion wins and
+    /// is never overwritten, so a late report from a superseded attempt (or a
+    /// duplicate run) gets [`Completed::AlreadyComplete`] with the standing record.
+    /// A stale attempt's completion is accepted if it is first: every step is
+    /// idempotent by task id, so its outputs are as good as the newer attempt's.
+    pub fn complete(&self, rec: &CompletionRecord) -> Result<Completed, StoreError> {
+        validate_task_id(&rec.task_id)?;
+        let path = self.record_path(DONE, &rec.task_id);
+        let bytes = to_json(rec, &path, "completion record")?;
+        if self.create_record(&path, &bytes)? {
+            Ok(Completed::Recorded)
+        } else {
+            Ok(Completed::AlreadyComplete(
+                self.read_required(&path, "completion record")?,
+            ))
+        }
+    }
+
+    /// The task's completion record, if it has completed.
+    pub fn completion(&self, task: &TaskId) -> Result<Option<CompletionRecord>, StoreError> {
+        validate_task_id(task)?;
+        self.read_optional(&self.record_path(DONE, task), "completion record")
+    }
+
+    /// Records a terminal failure (last write wins, atomically). Fenced: it is
+    /// ignored when the task has already completed (success stands), when a
+    /// higher attempt has started (a superseded attempt's late report), or when
+    /// a failure of a higher attempt is already recorded.
+    pub fn record_failure(&self, rec: &FailureRecord) -> Result<(), StoreError> {
+        validate_task_id(&rec.task_id)?;
+        if self.has_record(DONE, &rec.task_id)? {
+            tracing::info!(task = %rec.task_id, attempt = rec.attempt, "ignoring failure report of a task that has completed");
+            return Ok(());
+        }
+        if let Some(current) = self.highest_attempt(&rec.task_id)? {
+            if current > rec.attempt {
+                tracing::info!(task = %rec.task_id, attempt = rec.attempt, current, "ignoring failure report of a superseded attempt");
+                return Ok(());
+            }
+        }
+        if let Some(existing) = self.failure(&rec.task_id)? {
+            if existing.attempt > rec.attempt {
+                return Ok(());
+            }
+        }
+        let path = self.record_path(FAILED, &rec.task_id);
+        self.replace(&path, rec, "failure record")
+    }
+
+    /// The task's terminal failure record, if any.
+    pub fn failure(&self, task: &TaskId) -> Result<Option<FailureRecord>, StoreError> {
+        validate_task_id(task)?;
+        self.read_optional(&self.record_path(FAILED, task), "failure record")
+    }
+
+    /// Children of `done` in `graph` whose parents have all completed (success
+    /// satisfies a dependency; a failure never does).
+    pub fn ready_children(&self, graph: &Graph, done: &TaskId) -> Result<Vec<TaskId>, StoreError> {
+        validate_task_id(done)?;
+        if graph.node(done).is_none() {
+            return Err(StoreError::UnknownTask {
+                task: done.clone(),
+                dir: self.dir.clone(),
+            });
+        }
+        let mut ready = Vec::new();
+        for child in graph.children(done) {
+            let mut all = true;
+            for d in &child.deps {
+                validate_task_id(d)?;
+                if !self.has_record(DONE, d)? {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                ready.push(child.id.clone());
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Claims the right to publish `child` on behalf of parent `by`, by exclusive
+    /// creation of `claims/<child>.json`: exactly one caller ever gets
+    /// [`Claim::Won`], however many parents finish at once on however many hosts.
+    pub fn claim_dispatch(&self, child: &TaskId, by: &TaskId) -> Result<Claim, StoreError> {
+        validate_task_id(child)?;
+        validate_task_id(by)?;
+        let path = self.record_path(CLAIMS, child);
+        let rec = ClaimRecord {
+            child: child.clone(),
+            by: by.clone(),
+            at_ms: now_ms(),
+        };
+        let bytes = to_json(&rec, &path, "claim record")?;
+        if self.create_record(&path, &bytes)? {
+            return Ok(Claim::Won);
+        }
+        let held: ClaimRecord = self.read_required(&path, "claim record")?;
+        Ok(Claim::HeldBy(held.by))
+    }
+
+    /// Who claimed `child`, if anyone.
+    pub fn claim(&self, child: &TaskId) -> Result<Option<ClaimRecord>, StoreError> {
+        validate_task_id(child)?;
+        self.read_optional(&self.record_path(CLAIMS, child), "claim record")
+    }
+
+    /// Records that the message of `task` was confirmed by the broker (or handed
+    /// to the in-process pool). Idempotent.
+    pub fn mark_dispatched(&self, task: &TaskId) -> Result<(), StoreError> {
+        validate_task_id(task)?;
+        let path = self.record_path(DISPATCHED, task);
+        let rec = DispatchedRecord {
+            task_id: task.clone(),
+            at_ms: now_ms(),
+        };
+        let bytes = to_json(&rec, &path, "dispatch record")?;
+        self.create_record(&path, &bytes)?;
+        Ok(())
+    }
+
+    /// Whether [`WorkDir::mark_dispatched`] was called for `task`.
+    pub fn is_dispatched(&self, task: &TaskId) -> Result<bool, StoreError> {
+        validate_task_id(task)?;
+        self.has_record(DISPATCHED, task)
+    }
+
+    /// Every task's state and the graph's.
+    ///
+    /// Per task: a completion → `Succeeded`; else a failure not followed by a
+    /// newer attempt → `Failed`; else a started attempt → `Running`; else a
+    /// dispatch mark → `Dispatched`; else `Waiting`. The graph has `Succeeded`
+    /// when every task has, `Failed` when any task has failed, else `Running`.
+    pub fn status(&self) -> Result<GraphStatus, StoreError> {
+        let graph = self.manifest()?;
+        let mut tasks = Vec::with_capacity(graph.nodes.len());
+        for n in &graph.nodes {
+            tasks.push(TaskStatus {
+                id: n.id.clone(),
+                label: n.label.clone(),
+                kind: n.step.kind(),
+                deps: n.deps.clone(),
+                state: self.task_state(&n.id)?,
+            });
+        }
+        let state = if tasks
+            .iter()
+            .all(|t| matches!(t.state, TaskState::Succeeded { .. }))
+        {
+            GraphState::Succeeded
+        } else if tasks
+            .iter()
+            .any(|t| matches!(t.state, TaskState::Failed { .. }))
+        {
+            GraphState::Failed
+        } else {
+            GraphState::Running
+        };
+        Ok(GraphStatus {
+            graph_id: graph.id,
+            state,
+            tasks,
+        })
+    }
+
+    /// The state of one task (see [`WorkDir::status`]).
+    pub fn task_state(&self, task: &TaskId) -> Result<TaskState, StoreError> {
+        if let Some(c) = self.completion(task)? {
+            return Ok(TaskState::Succeeded {
+                attempt: c.attempt,
+                worker: c.worker,
+                seconds: (c.finished_at_ms - c.started_at_ms).max(0) as f64 / 1000.0,
+            });
+        }
+        let run = self.latest_run(task)?;
+        if let Some(f) = self.failure(task)? {
+            // A failure stands unless an attempt started after it (a DLQ requeue).
+            let superseded = run
+                .as_ref()
+                .is_some_and(|r| r.attempt > f.attempt || r.started_at_ms > f.at_ms);
+            if !superseded {
+                return Ok(TaskState::Failed {
+                    reason: f.reason,
+                    class: f.class,
+                    attempt: f.attempt,
+                });
+            }
+        }
+        if let Some(r) = run {
+            return Ok(TaskState::Running {
+                attempt: r.attempt,
+                worker: r.worker,
+                since: r.started_at_ms,
+            });
+        }
+        if self.is_dispatched(task)? {
+            return Ok(TaskState::Dispatched);
+        }
+        Ok(TaskState::Waiting)
+    }
+
+    /// For `iom resume`: tasks that are not complete, not failed, never started,
+    /// whose parents have all completed (roots included), and that are not marked
+    /// dispatched — what a crash between a claim (or the submit) and the publish
+    /// confirm left behind. See [`WorkDir::ready_to_resume`] for the wider set.
+    pub fn undispatched_ready(&self) -> Result<Vec<TaskId>, StoreError> {
+        self.ready_to_resume(false)
+    }
+
+    /// [`WorkDir::undispatched_ready`], plus, with `include_unstarted`, tasks
+    /// marked dispatched that no worker has started (their message may have been
+    /// purged or lost with a broker's storage). Republishing one that is in fact
+    /// still queued is harmless: steps are idempotent and the completion is
+    /// recorded once.
+    pub fn ready_to_resume(&self, include_unstarted: bool) -> Result<Vec<TaskId>, StoreError> {
+        let graph = self.manifest()?;
+        let mut out = Vec::new();
+        for n in &graph.nodes {
+            if self.has_record(DONE, &n.id)?
+                || self.has_record(FAILED, &n.id)?
+                || self.highest_attempt(&n.id)?.is_some()
+            {
+                continue;
+            }
+            let mut parents_done = true;
+            for d in &n.deps {
+                if !self.has_record(DONE, d)? {
+                    parents_done = false;
+                    break;
+                }
+            }
+            if !parents_done {
+                continue;
+            }
+            if include_unstarted || !self.has_record(DISPATCHED, &n.id)? {
+                out.push(n.id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    // -- helpers ------------------------------------------------------------
+
+    fn record_path(&self, sub: &str, task: &TaskId) -> PathBuf {
+        self.dir.join(sub).join(format!("{}.json", task.0))
+    }
+
+    fn temp(&self, stem: &str) -> PathBuf {
+        unique_temp(&self.dir.join(TMP), stem)
+    }
+
+    fn ensure_parent(&self, path: &Path) -> Result<(), StoreError> {
+        match path.parent() {
+            Some(p) => fs::create_dir_all(p).map_err(io_err("create folder", p)),
+            None => Ok(()),
+        }
+    }
+
+    fn ensure_tmp(&self) -> Result<(), StoreError> {
+        let t = self.dir.join(TMP);
+        fs::create_dir_all(&t).map_err(io_err("create folder", &t))
+    }
+
+    /// Exclusive create (see [`create_if_absent`]).
+    fn create_record(&self, path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.ensure_parent(path)?;
+        self.ensure_tmp()?;
+        let stem = file_stem(path);
+        create_if_absent(path, &self.temp(&stem), bytes).map_err(io_err("create", path))
+    }
+
+    /// Atomic replace (see [`replace_atomic`]).
+    fn replace<T: Serialize>(
+        &self,
+        path: &Path,
+        value: &T,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let bytes = to_json(value, path, what)?;
+        self.ensure_parent(path)?;
+        self.ensure_tmp()?;
+        let stem = file_stem(path);
+        replace_atomic(path, &self.temp(&stem), &bytes).map_err(io_err("write", path))
+    }
+
+    fn has_record(&self, sub: &str, task: &TaskId) -> Result<bool, StoreError> {
+        let path = self.record_path(sub, task);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+
+    fn highest_attempt(&self, task: &TaskId) -> Result<Option<u32>, StoreError> {
+        let dir = self.dir.join(RUNS).join(&task.0);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        let mut best = None;
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let name = entry.file_name();
+            let attempt = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(a) = attempt {
+                best = best.max(Some(a));
+            }
+        }
+        Ok(best)
+    }
+
+    fn read_optional<T: DeserializeOwned>(
+        &self,
+        path: &Path,
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                what,
+                detail: e.to_string(),
+            })
+    }
+
+    fn read_required<T: DeserializeOwned>(
+        &self,
+        path: &Path,
+        what: &'static str,
+    ) -> Result<T, StoreError> {
+        self.read_optional(path, what)?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                what,
+                detail: "the file vanished after it was seen; records are never deleted".into(),
+            })
+    }
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "record".into())
+}
+
+fn to_json<T: Serialize>(
+    value: &T,
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        what,
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_that_escape_or_hide_are_refused() {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a..b",
+            "a b",
+            "ä",
+            &"x".repeat(201),
+        ] {
+            assert!(
+                validate_task_id(&TaskId(bad.to_string())).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for good in ["A_0010_org_v001-1a2b3c4d.copy", "x.y-z_1"] {
+            validate_task_id(&TaskId(good.into())).unwrap();
+        }
+    }
+
+    #[test]
+    fn create_if_absent_keeps_the_first_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("rec.json");
+        assert!(create_if_absent(&dest, &dir.path().join("t1"), b"first").unwrap());
+        assert!(!create_if_absent(&dest, &dir.path().join("t2"), b"second").unwrap());
+        assert_eq!(fs::read(&dest).unwrap(), b"first");
+        assert!(!dir.path().join("t1").exists() && !dir.path().join("t2").exists());
+    }
+}

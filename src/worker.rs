@@ -1,0 +1,307 @@
+//! The farm worker: consumes step queues from RabbitMQ and runs each task through
+//! [`crate::runtime::handle`]. Stateless: everything it knows comes from the
+//! message and the publish's work folder.
+//!
+//! - Prefetch = slots; a slot is held from delivery to ack.
+//! - Ack only after the runtime returned (the step's output and its completion
+//!   record are durable, children are published with confirm).
+//! - A malformed message or one with an unknown schema is dead-lettered with the
+//!   reason, then acked; it never crashes the worker.
+//! - Connection loss: in-flight deliveries are abandoned to the broker (they are
+//!   redelivered; steps are idempotent), the worker reconnects with backoff,
+//!   re-declares the topology and consumes again. It never goes silent.
+//! - Shutdown (SIGTERM): cancel the consumers, let running tasks finish within the
+//!   grace period, then ask them to stop and close the connection so the broker
+//!   requeues whatever was not acked.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::error::ErrorClass;
+use crate::events::TaskEvent;
+use crate::queue::{Broker, BrokerConfig, Incoming, Publisher, QueueError};
+use crate::runtime::{self, Outcome, RuntimeCtx, Transport, TransportError};
+use crate::task::{StepKind, TaskMessage};
+
+/// The broker side of the runtime's transport.
+pub struct BrokerTransport {
+    /// Confirmed publisher.
+    pub publisher: Publisher,
+    /// Worker identity.
+    pub worker: String,
+}
+
+impl Transport for BrokerTransport {
+    async fn dispatch(&self, msg: &TaskMessage) -> Result<(), TransportError> {
+        self.publisher
+            .publish_task(msg, &[])
+            .await
+            .map_err(|e| TransportError(e.to_string()))
+    }
+
+    async fn retry_later(
+        &self,
+        msg: &TaskMessage,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<(), TransportError> {
+        self.publisher
+            .publish_retry(msg, delay, reason)
+            .await
+            .map(|_| ())
+            .map_err(|e| TransportError(e.to_string()))
+    }
+
+    async fn dead_letter(
+        &self,
+        msg: &TaskMessage,
+        reason: &str,
+        class: ErrorClass,
+    ) -> Result<(), TransportError> {
+        self.publisher
+            .publish_dead(
+                &msg.encode(),
+                Some(msg.step.kind()),
+                reason,
+                class_name(class),
+                &self.worker,
+                None,
+            )
+            .await
+            .map_err(|e| TransportError(e.to_string()))
+    }
+
+    async fn event(&self, ev: &TaskEvent) {
+        let body = serde_json::to_vec(ev).unwrap_or_default();
+        if let Err(e) = self.publisher.publish_event(&ev.routing_key(), &body).await {
+            tracing::debug!(error = %e, "event not published");
+        }
+    }
+}
+
+fn class_name(c: ErrorClass) -> &'static str {
+    match c {
+        ErrorClass::Transient => "transient",
+        ErrorClass::Permanent => "permanent",
+    }
+}
+
+/// What this worker does.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Step queues to consume.
+    pub queues: Vec<StepKind>,
+    /// Concurrent tasks (= prefetch).
+    pub slots: u16,
+    /// How long to keep trying to reach the broker before giving up (per outage).
+    pub reconnect_for: Duration,
+    /// Grace period for running tasks on shutdown.
+    pub grace: Duration,
+}
+
+/// Counters a worker keeps (for its exit report; metrics come later).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Deliveries received.
+    pub received: AtomicU64,
+    /// Tasks succeeded (including already-done redeliveries).
+    pub succeeded: AtomicU64,
+    /// Retries scheduled.
+    pub retried: AtomicU64,
+    /// Tasks dead-lettered (failed, poison, exhausted).
+    pub dead_lettered: AtomicU64,
+    /// Stale attempts ignored.
+    pub stale: AtomicU64,
+    /// Reconnections after a lost connection.
+    pub reconnects: AtomicU64,
+}
+
+/// Why the worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The broker stayed unreachable for longer than allowed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl crate::error::Classify for WorkerError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            WorkerError::Queue(e) => e.class(),
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves (or the broker stays away too long).
+pub async fn run(
+    cfg: BrokerConfig,
+    ctx: Arc<RuntimeCtx>,
+    opts: WorkerOptions,
+    stats: Arc<WorkerStats>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(usize::from(opts.slots.max(1))));
+    let mut first = true;
+    // Tasks keep running across a reconnect: their effects are durable and
+    // idempotent; only their ack is lost, and the redelivery finds the completion
+    // record. Aborting them would leave half-done work for no gain.
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        let broker = tokio::select! {
+            b = Broker::connect_with_retry(&cfg, opts.reconnect_for) => b?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        if !first {
+            stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("reconnected to the broker");
+        }
+        first = false;
+        broker.declare_topology().await?;
+        let publisher = broker.publisher().await?;
+        let mut consumer = broker
+            .consumer(&opts.queues, opts.slots, &ctx.worker)
+            .await?;
+        let transport = Arc::new(BrokerTransport {
+            publisher,
+            worker: ctx.worker.clone(),
+        });
+        tracing::info!(queues = ?opts.queues, slots = opts.slots, "consuming");
+        let stop = loop {
+            tokio::select! {
+                _ = &mut shutdown => break true,
+                next = consumer.next() => match next {
+                    None => break false,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break false;
+                    }
+                    Some(Ok(incoming)) => {
+                        stats.received.fetch_add(1, Ordering::Relaxed);
+                        let permit = slots.clone().acquire_owned().await.ok();
+                        let (ctx, transport, stats) = (ctx.clone(), transport.clone(), stats.clone());
+                        running.spawn(async move {
+                            process(incoming, &ctx, &transport, &stats).await;
+                            drop(permit);
+                        });
+                    }
+                },
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+        };
+        if stop {
+            tracing::info!(running = running.len(), "shutting down: no new work");
+            let _ = consumer.cancel().await;
+            let drained = tokio::time::timeout(opts.grace, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!("grace period over: stopping running steps; their deliveries return to the queue");
+                ctx.cancel.store(true, Ordering::SeqCst);
+                running.abort_all();
+            }
+            broker.close().await;
+            return Ok(());
+        }
+        // Connection lost: unacked deliveries go back to the queue on the broker's
+        // side. Reconnect and keep consuming; running tasks finish on their own.
+        tracing::warn!(running = running.len(), "lost the broker connection; reconnecting");
+    }
+}
+
+/// One delivery: decode, run, settle.
+async fn process(
+    incoming: Incoming,
+    ctx: &RuntimeCtx,
+    transport: &BrokerTransport,
+    stats: &WorkerStats,
+) {
+    let msg = match TaskMessage::decode(&incoming.body) {
+        Ok(m) => m,
+        Err(e) => {
+            let kind = incoming.routing_key.parse::<StepKind>().ok();
+            let reason = format!("poison message: {e}");
+            tracing::error!(routing_key = %incoming.routing_key, %reason, "dead-lettering");
+            match transport
+                .publisher
+                .publish_dead(
+                    &incoming.body,
+                    kind,
+                    &reason,
+                    "permanent",
+                    &ctx.worker,
+                    incoming.headers.as_ref(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    let _ = incoming.ack().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not dead-letter; leaving it to redelivery");
+                    let _ = incoming.nack_requeue().await;
+                }
+            }
+            return;
+        }
+    };
+    match runtime::handle(msg.clone(), ctx, transport).await {
+        Ok(outcome) => {
+            match &outcome {
+                Outcome::Succeeded | Outcome::AlreadyDone => &stats.succeeded,
+                Outcome::RetryScheduled(_) => &stats.retried,
+                Outcome::DeadLettered(_) => &stats.dead_lettered,
+                Outcome::Stale => &stats.stale,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.ack().await {
+                // The broker will redeliver; the redelivery finds the completion record.
+                tracing::warn!(task = %msg.task_id, error = %e, "ack failed");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(task = %msg.task_id, error = %e, "not settled; requeued for another try");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = incoming.nack_requeue().await;
+        }
+    }
+}
+
+/// A shutdown future for SIGTERM or Ctrl-C.
+pub async fn signal_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Worker identity: `host/pid`.
+pub fn identity() -> String {
+    format!("{}/{}", crate::events::hostname(), std::process::id())
+}
+
+/// A fresh cancel flag for a [`RuntimeCtx`].
+pub fn new_cancel_flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
