@@ -388,8 +388,9 @@ where
 ///
 /// `IOM_FAULT="copy:transient:2,probe:permanent:1,copy:sleep_ms:300"` makes the first
 /// two attempts of every copy fail transiently, the first probe attempt fail
-/// permanently, and every copy sleep 300 ms first (checking for cancellation), so a
-/// test can kill a worker mid-step. Read once per process.
+/// permanently, and every copy sleep 300 ms first (checking for cancellation);
+/// `copy:frame_ms:50` slows every copied frame by 50 ms, so a test can kill a
+/// worker in the middle of a copy. Read once per process.
 pub mod fault {
     use std::sync::LazyLock;
     use std::time::Duration;
@@ -402,6 +403,7 @@ pub mod fault {
         Transient(u32),
         Permanent(u32),
         SleepMs(u64),
+        FrameMs(u64),
     }
 
     static FAULTS: LazyLock<Vec<(StepKind, Fault)>> =
@@ -418,11 +420,21 @@ pub mod fault {
                     "transient" => Fault::Transient(n as u32),
                     "permanent" => Fault::Permanent(n as u32),
                     "sleep_ms" => Fault::SleepMs(n),
+                    "frame_ms" => Fault::FrameMs(n),
                     _ => return None,
                 };
                 Some((kind, f))
             })
             .collect()
+    }
+
+    /// Per-frame slow-down inside a step's loop (`<kind>:frame_ms:N`).
+    pub fn per_frame(kind: StepKind) {
+        for (k, f) in FAULTS.iter() {
+            if let (true, Fault::FrameMs(ms)) = (*k == kind, f) {
+                std::thread::sleep(Duration::from_millis(*ms));
+            }
+        }
     }
 
     /// Applies the configured faults to this attempt.

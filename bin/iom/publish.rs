@@ -50,7 +50,7 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
     ) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("iom: {e}");
+            eprintln!("iom: {e}; nothing was published");
             return Ok(None);
         }
     };

@@ -71,6 +71,7 @@ pub fn run(
         jobs.par_iter()
             .map(|job| {
                 check_cancel(cancel)?;
+                crate::runtime::fault::per_frame(StepKind::Copy);
                 copy_frame(job, task, attempt, allow_missing)
             })
             .collect::<Result<Vec<Done>, StepError>>()

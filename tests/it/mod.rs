@@ -8,3 +8,5 @@ mod scanlist;
 mod steps;
 mod store;
 mod queue;
+mod support;
+mod publish;

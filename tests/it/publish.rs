@@ -1,0 +1,672 @@
+//! Publishing end to end: the embedded in-process default, and the broker path with
+//! real `iom-worker` processes on the real RabbitMQ (a private vhost per test).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iom::config::Settings;
+use iom::embedded::{self, EmbeddedOptions};
+use iom::plan::{self, PlanOptions};
+use iom::queue::Broker;
+use iom::runtime::{self, RuntimeCtx};
+use iom::sample::{self, PlateSpec};
+use iom::scanlist::Row;
+use iom::store::{GraphState, GraphStatus, TaskState, WorkDir};
+use iom::task::{Graph, StepKind};
+use iom::worker::BrokerTransport;
+
+use super::support::Vhost;
+
+/// A project: a delivery with plates, a project root, and settings pointing at them.
+struct Project {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    delivery: PathBuf,
+    config: PathBuf,
+    settings: Settings,
+}
+
+fn project(steps: &str, broker: Option<&Vhost>) -> Project {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("show/demo");
+    let delivery = root.join("product/scan/d1");
+    std::fs::create_dir_all(&delivery).unwrap();
+    let (url, prefix) = match broker {
+        Some(v) => (v.url(), "t".to_string()),
+        None => (String::new(), "iom".to_string()),
+    };
+    let yaml = format!(
+        "project:\n  name: demo\n  root: {root}\npublish:\n  steps: [{steps}]\n\
+         broker:\n  url: \"{url}\"\n  prefix: {prefix}\n  retry_tiers_secs: [1, 2]\n  delivery_limit: 3\n  confirm_timeout_secs: 5\n\
+         worker:\n  slots: 2\n  max_attempts: 3\n  backoff_base_secs: 1\n  backoff_cap_secs: 1\n  shutdown_grace_secs: 20\n",
+        root = root.display()
+    );
+    let config = tmp.path().join("settings.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let settings = Settings::load_with(Some(&config), &|_| None, std::iter::empty()).unwrap();
+    Project {
+        _tmp: tmp,
+        root,
+        delivery,
+        config,
+        settings,
+    }
+}
+
+/// A checked scanlist row for a plate written with `sample::write_plate`.
+fn row(delivery: &Path, spec: &PlateSpec, shot: &str) -> Row {
+    Row {
+        check: true,
+        shot_name: shot.into(),
+        seq_type: "org".into(),
+        scan_path: delivery.join(&spec.dir).display().to_string(),
+        scan_name: spec.head.clone(),
+        pad: format!("%0{}d", spec.pad),
+        ext: "exr".into(),
+        resolution: format!("{} x {}", spec.width, spec.height),
+        start_frame: Some(spec.start),
+        end_frame: Some(spec.start + spec.count - 1),
+        duration: Some(spec.count),
+        just_in: Some(spec.start),
+        just_out: Some(spec.start + spec.count - 1),
+        framerate: Some(24.0),
+        ..Row::default()
+    }
+}
+
+fn plan_rows(p: &Project, rows: &[Row]) -> Vec<Graph> {
+    let opts = PlanOptions {
+        delivery_root: Some(p.delivery.clone()),
+        ..PlanOptions::default()
+    };
+    plan::plan(rows, &p.settings, &opts, &|_| vec![])
+        .unwrap()
+        .graphs
+}
+
+fn ctx(settings: &Settings) -> Arc<RuntimeCtx> {
+    Arc::new(RuntimeCtx {
+        settings: Arc::new(settings.clone()),
+        worker: "test".into(),
+        tracker: iom::tracker::open_tracker(settings).unwrap(),
+        cancel: iom::worker::new_cancel_flag(),
+    })
+}
+
+fn run_embedded(p: &Project, graphs: &[Graph]) -> Vec<GraphStatus> {
+    let works: Vec<WorkDir> = graphs.iter().map(|g| WorkDir::create(g).unwrap()).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(embedded::run(
+        works,
+        ctx(&p.settings),
+        EmbeddedOptions {
+            slots: 2,
+            retry_speedup: 1,
+            on_event: Arc::new(|_| {}),
+        },
+    ))
+    .unwrap()
+}
+
+/// Every published frame equals its source byte for byte.
+fn assert_published(spec: &PlateSpec, delivery: &Path, graph: &Graph) {
+    let copy = graph
+        .nodes
+        .iter()
+        .find(|n| n.step.kind() == StepKind::Copy)
+        .unwrap();
+    let iom::task::Step::Copy { output, .. } = &copy.step else {
+        panic!("not a copy step")
+    };
+    for i in 0..spec.count {
+        let src = spec.frame_path(delivery, spec.start + i);
+        let dst = output.frame_path(1001 + i);
+        assert_eq!(
+            std::fs::read(&src).unwrap(),
+            std::fs::read(&dst).unwrap_or_else(|e| panic!("{}: {e}", dst.display())),
+            "{}",
+            dst.display()
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&output.frames_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("iom-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn tracker_docs(root: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root.join(".iom/tracker"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+#[test]
+fn embedded_publish_runs_the_graph_and_is_idempotent() {
+    let p = project("probe, copy, thumbnail, register, cleanup", None);
+    let a = PlateSpec::exr("A001", "A001C003.", 64, 36, 6);
+    let b = PlateSpec {
+        start: 9998,
+        ..PlateSpec::exr("B002", "B002C004_", 32, 18, 4)
+    };
+    sample::write_plate(&p.delivery, &a).unwrap();
+    sample::write_plate(&p.delivery, &b).unwrap();
+    let rows = vec![
+        row(&p.delivery, &a, "ABC_0010"),
+        row(&p.delivery, &b, "ABC_0020"),
+    ];
+    let graphs = plan_rows(&p, &rows);
+    assert_eq!(graphs.len(), 2);
+    let statuses = run_embedded(&p, &graphs);
+    for s in &statuses {
+        assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
+    }
+    assert_published(&a, &p.delivery, &graphs[0]);
+    assert_published(&b, &p.delivery, &graphs[1]);
+    // 9998..10001 became 1001..1004.
+    assert!(p
+        .root
+        .join("seq/ABC/ABC_0020/plate/org/v001/ABC_0020_org_v001.1004.exr")
+        .is_file());
+    let docs = tracker_docs(&p.root);
+    assert!(!docs.is_empty());
+
+    // Running the same graphs again does nothing twice: same statuses, same records.
+    let again = run_embedded(&p, &graphs);
+    assert_eq!(again, statuses);
+    assert_eq!(tracker_docs(&p.root), docs);
+
+    // Planning the same rows again: v001 exists, so auto-version moves to v002 …
+    let next = plan_rows(&p, &rows);
+    assert!(next[0].id.0.contains("_v002-"), "{}", next[0].id);
+    // … and an explicit v001 is refused without --force.
+    let mut explicit = rows.clone();
+    explicit[0].version = Some(1);
+    let e = plan::plan(
+        &explicit,
+        &p.settings,
+        &PlanOptions {
+            delivery_root: Some(p.delivery.clone()),
+            ..PlanOptions::default()
+        },
+        &|_| vec![],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn embedded_unimplemented_steps_fail_loudly() {
+    let p = project("probe, copy, proxy, register, cleanup", None);
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 2);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graphs = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]);
+    let s = &run_embedded(&p, &graphs)[0];
+    assert_eq!(s.state, GraphState::Failed);
+    let proxy = s.tasks.iter().find(|t| t.kind == StepKind::Proxy).unwrap();
+    match &proxy.state {
+        TaskState::Failed { reason, .. } => assert!(reason.contains("not implemented"), "{reason}"),
+        other => panic!("proxy should have failed, is {other:?}"),
+    }
+    // Nothing downstream ran: registration never happened.
+    let reg = s
+        .tasks
+        .iter()
+        .find(|t| t.kind == StepKind::Register)
+        .unwrap();
+    assert_eq!(reg.state, TaskState::Waiting);
+    assert!(tracker_docs(&p.root).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Through the real `iom` and `iom-worker` binaries.
+// ---------------------------------------------------------------------------
+
+fn bin(name: &str) -> PathBuf {
+    match name {
+        "iom" => PathBuf::from(env!("CARGO_BIN_EXE_iom")),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_iom-worker")),
+    }
+}
+
+fn command(p: &Project, name: &str, fault: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.env("IOM_CONFIG", &p.config)
+        .env("IOM_BROKER_PASSWORD", "guest")
+        .env("IOM_FAULT", fault)
+        .env("RUST_LOG", "warn")
+        .current_dir(p._tmp.path());
+    c
+}
+
+fn spawn_worker(p: &Project, fault: &str) -> Child {
+    command(p, "iom-worker", fault)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn iom-worker")
+}
+
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for(
+    work: &WorkDir,
+    within: Duration,
+    what: &str,
+    f: impl Fn(&GraphStatus) -> bool,
+) -> GraphStatus {
+    let t0 = Instant::now();
+    loop {
+        let s = work.status().unwrap();
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "timed out waiting for {what}: {s:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn submit(p: &Project, graph: &Graph) -> WorkDir {
+    let work = WorkDir::create(graph).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The password from a secret file, as a farm node would mount it.
+    let secret = p._tmp.path().join("broker-password");
+    std::fs::write(&secret, "guest\n").unwrap();
+    let cfg = iom::queue::BrokerConfig::from_settings(&iom::config::BrokerSettings {
+        password: iom::config::SecretRef {
+            env: None,
+            file: Some(secret),
+        },
+        ..p.settings.broker.clone()
+    })
+    .unwrap();
+    rt.block_on(async {
+        let broker = Broker::connect(&cfg).await.unwrap();
+        broker.declare_topology().await.unwrap();
+        let t = BrokerTransport {
+            publisher: broker.publisher().await.unwrap(),
+            worker: "submitter".into(),
+        };
+        let sent = runtime::submit(&work, &ctx(&p.settings), &t).await.unwrap();
+        assert_eq!(sent.len(), 1, "only the probe is a root");
+        broker.close().await;
+    });
+    work
+}
+
+fn state_of(s: &GraphStatus, kind: StepKind) -> &TaskState {
+    &s.tasks.iter().find(|t| t.kind == kind).unwrap().state
+}
+
+#[test]
+fn broker_kill_mid_copy_then_another_worker_finishes() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, register, cleanup", Some(&vh));
+    let a = PlateSpec::exr("A001", "A001C003.", 64, 36, 40);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let work = submit(&p, &graph);
+
+    // First worker copies slowly (50 ms a frame) and is killed mid-copy.
+    let mut workers = Workers(vec![spawn_worker(&p, "copy:frame_ms:50")]);
+    let frames_dir = p.root.join("seq/ABC/ABC_0010/plate/org/v001");
+    let t0 = Instant::now();
+    loop {
+        let n = std::fs::read_dir(&frames_dir)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if n >= 6 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "copy never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    workers.0[0].kill().unwrap();
+    workers.0[0].wait().unwrap();
+    let s = work.status().unwrap();
+    assert!(
+        matches!(state_of(&s, StepKind::Copy), TaskState::Running { .. }),
+        "{s:#?}"
+    );
+
+    // A second worker picks up the redelivered copy and finishes the graph.
+    workers.0.push(spawn_worker(&p, ""));
+    let s = wait_for(&work, Duration::from_secs(60), "graph success", |s| {
+        s.state != GraphState::Running
+    });
+    assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
+    assert_published(&a, &p.delivery, &graph);
+    // The copy completed once, on its first attempt (a redelivery, not a retry).
+    let copy_id = graph
+        .nodes
+        .iter()
+        .find(|n| n.step.kind() == StepKind::Copy)
+        .unwrap()
+        .id
+        .clone();
+    let rec = work.completion(&copy_id).unwrap().unwrap();
+    assert_eq!(rec.attempt, 1);
+    assert_eq!(rec.outputs.len(), 40);
+    // One registration, no duplicate entity.
+    let docs = tracker_docs(&p.root);
+    let versions: Vec<_> = docs
+        .iter()
+        .filter(|d| d.to_string_lossy().contains("version"))
+        .collect();
+    assert_eq!(versions.len(), 1, "{docs:#?}");
+}
+
+#[test]
+fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let work = submit(&p, &graph);
+    // Probe fails transiently on attempt 1 (retried after the 1 s tier), copy fails
+    // permanently (dead-lettered at once).
+    let _w = Workers(vec![spawn_worker(&p, "probe:transient:1,copy:permanent:1")]);
+    let t0 = Instant::now();
+    let s = wait_for(&work, Duration::from_secs(60), "copy to fail", |s| {
+        matches!(state_of(s, StepKind::Copy), TaskState::Failed { .. })
+    });
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "the retry waited for its tier"
+    );
+    match state_of(&s, StepKind::Probe) {
+        TaskState::Succeeded { attempt, .. } => assert_eq!(*attempt, 2),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.state, GraphState::Failed);
+    assert!(matches!(
+        state_of(&s, StepKind::Cleanup),
+        TaskState::Waiting
+    ));
+
+    // The DLQ holds the copy with its reason, readable through the CLI.
+    let out = command(&p, "iom", "")
+        .args(["dlq", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = v.as_array().unwrap();
+    assert_eq!(items.len(), 1, "{v:#}");
+    assert!(items[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("injected permanent fault"));
+    assert_eq!(items[0]["class"], "permanent");
+    assert!(items[0]["task_id"].as_str().unwrap().ends_with(".copy"));
+
+    // A poison message on a work queue goes to the DLQ with the reason; the worker lives on.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = vh.raw().await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.basic_publish(
+            "t.tasks".into(),
+            "probe".into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"{not json",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+        conn.close(0, "done".into()).await.ok();
+    });
+    let t0 = Instant::now();
+    loop {
+        let out = command(&p, "iom", "")
+            .args(["dlq", "list", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let poison = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["reason"].as_str().unwrap_or("").contains("poison"));
+        if let Some(d) = poison {
+            assert!(d["reason"].as_str().unwrap().contains("malformed"), "{d:#}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "poison never reached the DLQ: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Requeue the copy from the DLQ with a fresh attempt and no fault: the graph completes.
+    drop(_w);
+    let _w2 = Workers(vec![spawn_worker(&p, "")]);
+    let out = command(&p, "iom", "")
+        .args([
+            "dlq",
+            "requeue",
+            "--task",
+            &format!("{}.copy", graph.id),
+            "--reset-attempt",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = wait_for(
+        &work,
+        Duration::from_secs(60),
+        "graph success after requeue",
+        |s| s.state == GraphState::Succeeded,
+    );
+    assert_eq!(s.state, GraphState::Succeeded);
+    assert_published(&a, &p.delivery, &graph);
+}
+
+#[test]
+fn broker_connection_closed_by_the_broker_the_worker_recovers() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 30);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let work = submit(&p, &graph);
+    let _w = Workers(vec![spawn_worker(&p, "copy:frame_ms:40")]);
+    wait_for(&work, Duration::from_secs(30), "copy running", |s| {
+        matches!(state_of(s, StepKind::Copy), TaskState::Running { .. })
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let closed = rt.block_on(vh.close_connections());
+    assert!(closed >= 1);
+    let s = wait_for(&work, Duration::from_secs(90), "graph success", |s| {
+        s.state != GraphState::Running
+    });
+    assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
+    assert_published(&a, &p.delivery, &graph);
+}
+
+#[test]
+fn broker_sigterm_finishes_the_running_step_then_exits() {
+    let vh = Vhost::new();
+    let p = project("probe, copy", Some(&vh));
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 20);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let work = submit(&p, &graph);
+    let mut w = spawn_worker(&p, "copy:frame_ms:50");
+    wait_for(&work, Duration::from_secs(30), "copy running", |s| {
+        matches!(state_of(s, StepKind::Copy), TaskState::Running { .. })
+    });
+    let pid = w.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = w.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "worker did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let s = work.status().unwrap();
+    assert!(
+        matches!(state_of(&s, StepKind::Copy), TaskState::Succeeded { .. }),
+        "{s:#?}"
+    );
+    assert_eq!(s.state, GraphState::Succeeded);
+}
+
+#[test]
+fn bad_rows_are_refused_before_anything_is_published() {
+    let vh = Vhost::new();
+    let p = project("probe, copy", Some(&vh));
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 2);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let good = row(&p.delivery, &a, "ABC_0010");
+    let traversal = row(&p.delivery, &a, "../../../etc");
+    let mut outside = row(&p.delivery, &a, "ABC_0030");
+    outside.scan_path = "/etc".into();
+    let illegal = row(&p.delivery, &a, "ABC 0040/x");
+    // The planner refuses bad names, all reported at once …
+    let sheet = p.delivery.join("scanlist_01.xlsx");
+    iom::scanlist::write::write(
+        &sheet,
+        &[good.clone(), traversal, illegal],
+        &[],
+        &p.settings.scanlist,
+    )
+    .unwrap();
+    let out = command(&p, "iom", "")
+        .arg("publish")
+        .arg(&sheet)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing was published"), "{err}");
+    assert!(
+        err.contains("row 3") && err.contains("row 4") && err.contains("shot_name"),
+        "{err}"
+    );
+    // … and the reader refuses a path outside the delivery.
+    let sheet2 = p.delivery.join("scanlist_02.xlsx");
+    iom::scanlist::write::write(&sheet2, &[good, outside], &[], &p.settings.scanlist).unwrap();
+    let out = command(&p, "iom", "")
+        .arg("publish")
+        .arg(&sheet2)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("nothing was published") && err.contains("/etc"),
+        "{err}"
+    );
+    assert!(!p.root.join(".iom/publishes").exists());
+    assert!(!p.root.join("seq").exists());
+    // Nothing reached the broker either.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let b = Broker::connect(&vh.config()).await.unwrap();
+        b.declare_topology().await.unwrap();
+        let depths = b.queue_depths().await.unwrap();
+        assert!(depths.iter().all(|(_, n, _)| *n == 0), "{depths:?}");
+        b.close().await;
+    });
+}
+
+#[test]
+fn cli_embedded_publish_with_a_transient_fault_retries_and_succeeds() {
+    let p = project("probe, copy, register, cleanup", None);
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let sheet = p.delivery.join("scanlist_01.xlsx");
+    iom::scanlist::write::write(
+        &sheet,
+        &[row(&p.delivery, &a, "ABC_0010")],
+        &[],
+        &p.settings.scanlist,
+    )
+    .unwrap();
+
+    // Dry run: a tree, nothing written.
+    let out = command(&p, "iom", "")
+        .args(["publish", "--dry-run"])
+        .arg(&sheet)
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        tree.contains("copy org") && tree.contains("sg version") && tree.contains("rm"),
+        "{tree}"
+    );
+    assert!(!p.root.join(".iom/publishes").exists());
+
+    let out = command(&p, "iom", "copy:transient:1")
+        .args(["publish", "--json"])
+        .arg(&sheet)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "succeeded");
+    let copy = v[0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "copy")
+        .unwrap();
+    assert_eq!(copy["attempt"], 2, "{copy:#}");
+    // Status by graph id, after the fact.
+    let id = v[0]["graph_id"].as_str().unwrap();
+    let out = command(&p, "iom", "")
+        .args(["status", id])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done #2"));
+}
