@@ -90,7 +90,13 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let result = rt.block_on(worker::run(cfg, ctx, opts, stats.clone(), worker::signal_shutdown()));
+    let result = rt.block_on(worker::run(
+        cfg,
+        ctx,
+        opts,
+        stats.clone(),
+        worker::signal_shutdown(),
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

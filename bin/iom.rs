@@ -398,8 +398,8 @@ fn run_demo(mut settings: Settings, args: DemoArgs) -> anyhow::Result<u8> {
         return Ok(code);
     }
     // The coordinator's edit: shot names on the checked rows, saved as the next scanlist.
-    let first = iom::scanlist::write::latest_scanlist(&delivery)
-        .context("the scan wrote no scanlist")?;
+    let first =
+        iom::scanlist::write::latest_scanlist(&delivery).context("the scan wrote no scanlist")?;
     let mut sheet = iom::scanlist::read::read(&first, &settings.scanlist, Some(&delivery))?;
     let n = iom::sample::demo_edit(&mut sheet.rows);
     let edited = iom::scanlist::write::next_scanlist_path(&delivery)?;
@@ -459,7 +459,11 @@ fn run_demo(mut settings: Settings, args: DemoArgs) -> anyhow::Result<u8> {
         }
         println!(
             "local tracker: {}",
-            settings.project.root.join(&settings.tracker.local_dir).display()
+            settings
+                .project
+                .root
+                .join(&settings.tracker.local_dir)
+                .display()
         );
     }
     Ok(code)

@@ -159,7 +159,11 @@ pub async fn run(
     }
     let mut out = Vec::new();
     for w in works {
-        out.push(tokio::task::spawn_blocking(move || w.status()).await.map_err(|e| EmbeddedError::Runtime(e.to_string()))??);
+        out.push(
+            tokio::task::spawn_blocking(move || w.status())
+                .await
+                .map_err(|e| EmbeddedError::Runtime(e.to_string()))??,
+        );
     }
     Ok(out)
 }

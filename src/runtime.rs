@@ -32,7 +32,10 @@ use crate::tracker::Tracker;
 /// Where the runtime sends what it produces.
 pub trait Transport: Send + Sync {
     /// Publishes a task message (confirmed before it returns `Ok`).
-    fn dispatch(&self, msg: &TaskMessage) -> impl Future<Output = Result<(), TransportError>> + Send;
+    fn dispatch(
+        &self,
+        msg: &TaskMessage,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
     /// Schedules `msg` (attempt already incremented) to run again after `delay`.
     fn retry_later(
         &self,
@@ -182,7 +185,10 @@ pub async fn handle<T: Transport>(
     }
 
     let (task, attempt, worker) = (msg.task_id.clone(), msg.attempt, ctx.worker.clone());
-    let begin = blocking(work.clone(), move |w| w.begin_attempt(&task, attempt, &worker)).await?;
+    let begin = blocking(work.clone(), move |w| {
+        w.begin_attempt(&task, attempt, &worker)
+    })
+    .await?;
     match begin {
         Begin::Stale { current } => {
             tracing::info!(task = %msg.task_id, attempt = msg.attempt, current, "stale attempt ignored");
@@ -472,7 +478,9 @@ pub mod fault {
 
         #[test]
         fn parses_specs_and_ignores_junk() {
-            let f = parse("copy:transient:2, probe:permanent:1,copy:sleep_ms:300,bogus:x:1,copy:nope:1");
+            let f = parse(
+                "copy:transient:2, probe:permanent:1,copy:sleep_ms:300,bogus:x:1,copy:nope:1",
+            );
             assert_eq!(
                 f,
                 vec![

@@ -210,7 +210,10 @@ pub async fn run(
         }
         // Connection lost: unacked deliveries go back to the queue on the broker's
         // side. Reconnect and keep consuming; running tasks finish on their own.
-        tracing::warn!(running = running.len(), "lost the broker connection; reconnecting");
+        tracing::warn!(
+            running = running.len(),
+            "lost the broker connection; reconnecting"
+        );
     }
 }
 

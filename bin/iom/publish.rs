@@ -77,7 +77,10 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
             Ok(Some(p))
         }
         Err(e) => {
-            eprintln!("iom: {}: nothing was published:\n{e}", args.scanlist.display());
+            eprintln!(
+                "iom: {}: nothing was published:\n{e}",
+                args.scanlist.display()
+            );
             Ok(None)
         }
     }
@@ -91,7 +94,10 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
         eprintln!("skipped: {s}");
     }
     if plan.graphs.is_empty() {
-        eprintln!("iom: no checked rows to publish in {}", args.scanlist.display());
+        eprintln!(
+            "iom: no checked rows to publish in {}",
+            args.scanlist.display()
+        );
         return Ok(exit::ITEM_ERRORS);
     }
     if args.dry_run {
@@ -120,7 +126,10 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
                     ev.state.as_str(),
                     ev.task_id,
                     ev.attempt,
-                    ev.cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
+                    ev.cause
+                        .as_deref()
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default()
                 );
             }
         });
@@ -131,11 +140,13 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
         };
         let statuses = rt.block_on(embedded::run(works, ctx, opts))?;
         print_statuses(&plan.graphs, &statuses, args.json)?;
-        return Ok(if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
-            exit::OK
-        } else {
-            exit::ITEM_ERRORS
-        });
+        return Ok(
+            if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
+                exit::OK
+            } else {
+                exit::ITEM_ERRORS
+            },
+        );
     }
     let cfg = BrokerConfig::from_settings(&settings.broker)?;
     rt.block_on(async {
@@ -172,11 +183,13 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
     }
     let statuses = wait_all(&works, None)?;
     print_statuses(&plan.graphs, &statuses, args.json)?;
-    Ok(if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
-        exit::OK
-    } else {
-        exit::ITEM_ERRORS
-    })
+    Ok(
+        if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
+            exit::OK
+        } else {
+            exit::ITEM_ERRORS
+        },
+    )
 }
 
 /// True when nothing more can happen without an operator: succeeded, or failed
@@ -184,16 +197,23 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
 fn settled(s: &GraphStatus) -> bool {
     match s.state {
         GraphState::Succeeded => true,
-        GraphState::Failed => !s.tasks.iter().any(|t| {
-            matches!(t.state, TaskState::Running { .. } | TaskState::Dispatched)
-        }),
+        GraphState::Failed => !s
+            .tasks
+            .iter()
+            .any(|t| matches!(t.state, TaskState::Running { .. } | TaskState::Dispatched)),
         GraphState::Running => false,
     }
 }
 
-fn wait_all(works: &[WorkDir], mut each: Option<&mut dyn FnMut(&[GraphStatus])>) -> anyhow::Result<Vec<GraphStatus>> {
+/// Called with every poll's statuses (`--follow` prints the tree).
+type OnPoll<'a> = &'a mut dyn FnMut(&[GraphStatus]);
+
+fn wait_all(works: &[WorkDir], mut each: Option<OnPoll<'_>>) -> anyhow::Result<Vec<GraphStatus>> {
     loop {
-        let statuses: Vec<GraphStatus> = works.iter().map(WorkDir::status).collect::<Result<_, _>>()?;
+        let statuses: Vec<GraphStatus> = works
+            .iter()
+            .map(WorkDir::status)
+            .collect::<Result<_, _>>()?;
         if let Some(f) = each.as_mut() {
             f(&statuses);
         }
@@ -232,7 +252,12 @@ fn open_publish(settings: &Settings, publish: &str) -> anyhow::Result<WorkDir> {
     let rel = plan::render_template(&settings.publish.work_dir, &vars)
         .map_err(|e| anyhow::anyhow!("publish.work_dir: {e}"))?;
     let dir = settings.project.root.join(rel);
-    WorkDir::open(&dir).with_context(|| format!("no publish {publish} under {}", settings.project.root.display()))
+    WorkDir::open(&dir).with_context(|| {
+        format!(
+            "no publish {publish} under {}",
+            settings.project.root.display()
+        )
+    })
 }
 
 pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
@@ -254,7 +279,10 @@ pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else if !args.follow {
-        print!("{}", graph.tree(&|id| status.task(id).map(|t| t.state.to_string())));
+        print!(
+            "{}",
+            graph.tree(&|id| status.task(id).map(|t| t.state.to_string()))
+        );
     }
     if !args.json {
         println!("=> {:?}", status.state);
@@ -279,7 +307,11 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
         };
         let s = rt.block_on(embedded::run(vec![work.clone()], ctx, opts))?;
         println!("resumed in-process: {:?}", s[0].state);
-        return Ok(if s[0].state == GraphState::Succeeded { exit::OK } else { exit::ITEM_ERRORS });
+        return Ok(if s[0].state == GraphState::Succeeded {
+            exit::OK
+        } else {
+            exit::ITEM_ERRORS
+        });
     }
     let cfg = BrokerConfig::from_settings(&settings.broker)?;
     let graph = work.manifest()?;

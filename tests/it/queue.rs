@@ -4,9 +4,8 @@
 //! it when it ends, pass or fail (a drop guard), so tests run in parallel and leave
 //! nothing behind. An unreachable broker or a missing `rabbitmqctl` fails the tests.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iom::config::Secret;
@@ -18,98 +17,7 @@ use iom::task::{
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .arg("-q")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run rabbitmqctl {args:?}: {e}; the queue tests need RabbitMQ on 127.0.0.1:5672 and rabbitmqctl (run as root)")
-        });
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A private vhost, deleted on drop (also when the test panics).
-struct Vhost {
-    name: String,
-}
-
-impl Vhost {
-    fn new() -> Vhost {
-        static FLAG: Once = Once::new();
-        // At-least-once dead-lettering needs this flag on 3.10 (idempotent).
-        FLAG.call_once(|| {
-            rabbitmqctl(&["enable_feature_flag", "stream_queue"]);
-        });
-        let name = format!("iom-test-{:016x}", fastrand::u64(..));
-        rabbitmqctl(&["add_vhost", &name]);
-        let v = Vhost { name };
-        rabbitmqctl(&["set_permissions", "-p", &v.name, "guest", ".*", ".*", ".*"]);
-        v
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest@127.0.0.1:5672/{}", self.name)
-    }
-
-    fn config(&self) -> BrokerConfig {
-        BrokerConfig {
-            url: self.url(),
-            password: Some(Secret::new("guest".into())),
-            prefix: "t".into(),
-            confirm_timeout: Duration::from_secs(5),
-            delivery_limit: 3,
-            retry_tiers: vec![Duration::from_secs(1), Duration::from_secs(3)],
-        }
-    }
-
-    /// A plain lapin connection, for setting up broken topologies.
-    async fn raw(&self) -> lapin::Connection {
-        lapin::Connection::connect(
-            &format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name),
-            lapin::ConnectionProperties::default(),
-        )
-        .await
-        .expect("raw lapin connection")
-    }
-
-    /// Closes every connection of this vhost from the broker side. (`rabbitmqctl
-    /// list_connections` lists the connections of every vhost, whatever `-p` says:
-    /// filter on the vhost column so parallel tests are left alone.)
-    async fn close_connections(&self) -> usize {
-        let name = self.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let list = rabbitmqctl(&["list_connections", "pid", "vhost"]);
-            let pids: Vec<String> = list
-                .lines()
-                .filter_map(|l| {
-                    let (pid, vhost) = l.trim().split_once(char::is_whitespace)?;
-                    (pid.starts_with('<') && vhost.trim() == name).then(|| pid.to_string())
-                })
-                .collect();
-            for pid in &pids {
-                rabbitmqctl(&["close_connection", pid, "iom test: broker-side close"]);
-            }
-            pids.len()
-        })
-        .await
-        .unwrap()
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "delete_vhost", &self.name])
-            .output();
-    }
-}
+use super::support::Vhost;
 
 fn output() -> PlateOutput {
     PlateOutput {
