@@ -1563,7 +1563,7 @@ impl TaskConsumer {
 
     /// `basic.cancel` for every consumer: no new deliveries; deliveries already
     /// received stay unacked and can still be acked or nacked.
-    pub async fn cancel(&self) -> Result<(), QueueError> {
+    pub async fn cancel(&mut self) -> Result<(), QueueError> {
         for tag in &self.tags {
             timed(format!("basic.cancel of {tag}"), self.op_timeout, async {
                 self.channel

@@ -174,25 +174,7 @@ impl DpxHeader {
 }
 
 fn corrupt(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Corrupt {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        detail: detail.into(),
-    }
-}
-
-fn truncated(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Truncated {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
-}
-
-fn unsupported(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Unsupported {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
+    MediaError::corrupt(path, FORMAT, detail)
 }
 
 /// Bounds-checked field access in the file's byte order.
@@ -280,7 +262,7 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
         None => {
             let prefix_of = |m: &[u8]| m.starts_with(&buf[..]);
             if prefix_of(b"SDPX") || prefix_of(b"XPDS") {
-                return Err(truncated(
+                return Err(MediaError::truncated(
                     path,
                     format!("file is only {} bytes; the header is missing", buf.len()),
                 ));
@@ -321,7 +303,7 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
     };
     let header_offset = all.defined_u32(4).map(u64::from);
     if (buf.len() as u64) < IMAGE_HEADER_END as u64 {
-        return Err(truncated(
+        return Err(MediaError::truncated(
             path,
             format!(
                 "file is {} bytes, shorter than the {IMAGE_HEADER_END}-byte DPX image header",
@@ -448,7 +430,7 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
 fn check_length(path: &Path, h: &DpxHeader, file_len: u64) -> Result<(), MediaError> {
     if let Some(size) = h.file_size {
         if file_len < size {
-            return Err(truncated(
+            return Err(MediaError::truncated(
                 path,
                 format!(
                     "header says the file is {} bytes, it is {} bytes",
@@ -459,7 +441,7 @@ fn check_length(path: &Path, h: &DpxHeader, file_len: u64) -> Result<(), MediaEr
         }
     }
     if h.data_offset > file_len {
-        return Err(truncated(
+        return Err(MediaError::truncated(
             path,
             format!(
                 "image data starts at byte {}, file is {} bytes",
@@ -471,7 +453,7 @@ fn check_length(path: &Path, h: &DpxHeader, file_len: u64) -> Result<(), MediaEr
     if let Some(bytes) = h.min_image_bytes() {
         let end = h.data_offset.saturating_add(bytes);
         if end > file_len {
-            return Err(truncated(
+            return Err(MediaError::truncated(
                 path,
                 format!(
                     "{}×{} {}-bit pixels need bytes {} to {}, file is {} bytes",
@@ -495,7 +477,7 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
     let (h, file_len) = read_header(path)?;
     check_length(path, &h, file_len)?;
     if h.encoding != 0 {
-        return Err(unsupported(
+        return Err(MediaError::unsupported(
             path,
             "run-length encoded DPX pixels are not decoded",
         ));
@@ -507,7 +489,7 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
         52 => (4, [3, 2, 1]),
         6 => (1, [0, 0, 0]),
         d => {
-            return Err(unsupported(
+            return Err(MediaError::unsupported(
                 path,
                 format!("DPX descriptor {d} is not decoded (RGB, RGBA, ABGR and luma are)"),
             ))
@@ -515,7 +497,7 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
     };
     let packed = matches!((h.bit_depth, h.packing), (10 | 12, 0));
     if !matches!(h.bit_depth, 8 | 10 | 12 | 16) || packed {
-        return Err(unsupported(
+        return Err(MediaError::unsupported(
             path,
             format!(
                 "{}-bit DPX with packing {} is not decoded",
@@ -525,7 +507,7 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
     }
     let pixels = u64::from(h.width) * u64::from(h.height);
     if pixels > MAX_PIXELS {
-        return Err(unsupported(
+        return Err(MediaError::unsupported(
             path,
             format!(
                 "image is {}×{}, larger than the {MAX_PIXELS}-pixel limit",
@@ -535,7 +517,7 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
     }
     let (line, may_pad) = h
         .line_bytes()
-        .ok_or_else(|| unsupported(path, "unknown pixel layout"))?;
+        .ok_or_else(|| MediaError::unsupported(path, "unknown pixel layout"))?;
     let eol = u64::from(h.eol_padding);
     let rows = u64::from(h.height);
     // Lines of filled 8/12/16-bit data end on a 32-bit boundary, as ffmpeg and
@@ -556,7 +538,7 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
         .read_to_end(&mut raw)
         .map_err(MediaError::io(path))?;
     if (raw.len() as u64) < total {
-        return Err(truncated(path, "pixel data ends early"));
+        return Err(MediaError::truncated(path, "pixel data ends early"));
     }
 
     let width = h.width as usize;
@@ -744,7 +726,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes one frame (to a hidden temporary name, then renamed into place).
 pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
-    let invalid = |d: String| unsupported(path, format!("cannot write this DPX: {d}"));
+    let invalid = |d: String| MediaError::unsupported(path, format!("cannot write this DPX: {d}"));
     if !matches!(spec.bit_depth, 8 | 10 | 12 | 16) {
         return Err(invalid(format!(
             "bit depth {} (use 8, 10, 12 or 16)",

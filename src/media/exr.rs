@@ -91,25 +91,7 @@ struct ParsedHeader {
 }
 
 fn corrupt(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Corrupt {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        detail: detail.into(),
-    }
-}
-
-fn truncated(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Truncated {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
-}
-
-fn unsupported(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Unsupported {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
+    MediaError::corrupt(path, FORMAT, detail)
 }
 
 /// Maps an `exr` crate error on file data: an I/O failure stays I/O, an
@@ -120,7 +102,7 @@ fn from_exr(path: &Path, what: &str, e: exr::error::Error) -> MediaError {
             path: path.to_path_buf(),
             source,
         },
-        exr::error::Error::NotSupported(m) => unsupported(path, format!("{what}: {m}")),
+        exr::error::Error::NotSupported(m) => MediaError::unsupported(path, format!("{what}: {m}")),
         other => corrupt(path, format!("{what}: {other}")),
     }
 }
@@ -161,7 +143,7 @@ fn open_header(path: &Path) -> Result<ParsedHeader, MediaError> {
         ));
     }
     if got < 4 {
-        return Err(truncated(
+        return Err(MediaError::truncated(
             path,
             format!("file is only {got} bytes; the header is missing"),
         ));
@@ -182,7 +164,7 @@ fn open_header(path: &Path) -> Result<ParsedHeader, MediaError> {
         Ok(Ok(meta)) => meta,
         Ok(Err(e)) => {
             if counting.hit_eof {
-                return Err(truncated(
+                return Err(MediaError::truncated(
                     path,
                     format!(
                         "file ends inside the header (file is {} bytes)",
@@ -513,7 +495,7 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
         .and_then(|b| b.checked_add(header_len))
         .ok_or_else(|| corrupt(path, "the offset table size overflows"))?;
     if table_end > file_len {
-        return Err(truncated(
+        return Err(MediaError::truncated(
             path,
             format!(
                 "offset table is cut: {total} entries end at byte {}, file is {} bytes",
@@ -539,7 +521,7 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
             reader.read_exact(&mut b).map_err(MediaError::io(path))?;
             let offset = u64::from_le_bytes(b);
             if offset == 0 {
-                return Err(truncated(
+                return Err(MediaError::truncated(
                     path,
                     format!(
                         "offset table entry for {} is 0: the file was never finished",
@@ -548,7 +530,7 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
                 ));
             }
             if offset >= file_len {
-                return Err(truncated(
+                return Err(MediaError::truncated(
                     path,
                     format!(
                         "offset table points past end of file ({} at byte {}, file is {} bytes)",
@@ -585,7 +567,7 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
     let head = &head[..got];
     let what = label(table_part, index);
     let cut_header = || {
-        truncated(
+        MediaError::truncated(
             path,
             format!(
                 "the last chunk ({what} at byte {}) is cut inside its header, file is {} bytes",
@@ -642,7 +624,7 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
         .saturating_add(chunk_header_len)
         .saturating_add(data_len);
     if end > file_len {
-        return Err(truncated(
+        return Err(MediaError::truncated(
             path,
             format!(
                 "the last chunk ({what} at byte {}) needs {} bytes up to byte {}, file is {} bytes",
@@ -823,7 +805,10 @@ fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
         .cloned()
         .ok_or_else(|| corrupt(path, "no part"))?;
     if header.deep {
-        return Err(unsupported(path, "deep data has no flat pixels to show"));
+        return Err(MediaError::unsupported(
+            path,
+            "deep data has no flat pixels to show",
+        ));
     }
     if header
         .channels
@@ -831,7 +816,7 @@ fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
         .iter()
         .any(|c| c.sampling != Vec2(1, 1))
     {
-        return Err(unsupported(
+        return Err(MediaError::unsupported(
             path,
             "sub-sampled channels (e.g. luma/chroma EXR) are not decoded",
         ));
@@ -841,7 +826,7 @@ fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
     for (what, b) in [("display", display), ("data", data)] {
         let pixels = b.size.0 as u64 * b.size.1 as u64;
         if pixels > MAX_PIXELS {
-            return Err(unsupported(
+            return Err(MediaError::unsupported(
                 path,
                 format!(
                     "{what} window is {}×{}, larger than the {MAX_PIXELS}-pixel limit",
@@ -852,7 +837,7 @@ fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
     }
     let sources = select_channels(&header.channels).ok_or_else(|| {
         let names: Vec<String> = header.channels.list.iter().map(|c| text(&c.name)).collect();
-        unsupported(
+        MediaError::unsupported(
             path,
             format!(
                 "no R, G, B or Y channel to show (channels: {})",
@@ -1404,9 +1389,12 @@ fn pixel_key(h: &Header, g: &Geometry) -> String {
 
 fn write_parts(path: &Path, parts: &[(Option<&str>, &ExrSpec)]) -> Result<(), MediaError> {
     let Some((_, first)) = parts.first() else {
-        return Err(unsupported(path, "nothing to write: no part given"));
+        return Err(MediaError::unsupported(
+            path,
+            "nothing to write: no part given",
+        ));
     };
-    let invalid = |e: String| unsupported(path, format!("cannot write this EXR: {e}"));
+    let invalid = |e: String| MediaError::unsupported(path, format!("cannot write this EXR: {e}"));
     let shared = image_attributes(first).map_err(invalid)?;
     let mut headers = Headers::new();
     let mut geometry = Vec::new();
@@ -1498,7 +1486,7 @@ fn write_atomically(
 ) -> Result<(), MediaError> {
     let name = path
         .file_name()
-        .ok_or_else(|| unsupported(path, "the output path has no file name"))?
+        .ok_or_else(|| MediaError::unsupported(path, "the output path has no file name"))?
         .to_string_lossy();
     let tmp = path.with_file_name(format!(
         ".{name}.{}.{}.tmp",
@@ -1513,7 +1501,7 @@ fn write_atomically(
                 path: path.to_path_buf(),
                 source,
             },
-            other => unsupported(path, format!("cannot write this EXR: {other}")),
+            other => MediaError::unsupported(path, format!("cannot write this EXR: {other}")),
         })?;
         out.flush().map_err(MediaError::io(path))?;
         drop(out);
@@ -1538,7 +1526,7 @@ pub fn write_multipart(path: &Path, parts: &[(&str, &ExrSpec)]) -> Result<(), Me
     let mut seen = std::collections::HashSet::new();
     for (name, _) in parts {
         if name.is_empty() || !seen.insert(*name) {
-            return Err(unsupported(
+            return Err(MediaError::unsupported(
                 path,
                 format!("part name {name:?} is empty or used twice"),
             ));

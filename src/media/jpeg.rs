@@ -15,11 +15,7 @@ const FORMAT: &str = "JPEG";
 const TAIL_LEN: u64 = 64 * 1024;
 
 fn corrupt(path: &Path, detail: impl Into<String>) -> MediaError {
-    MediaError::Corrupt {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        detail: detail.into(),
-    }
+    MediaError::corrupt(path, FORMAT, detail)
 }
 
 /// Maps an `image` error: I/O stays I/O, limits and unsupported features are

@@ -206,6 +206,31 @@ impl MediaError {
         }
     }
 
+    /// A [`MediaError::Corrupt`] for `path`.
+    pub fn corrupt(path: &Path, format: &'static str, detail: impl Into<String>) -> MediaError {
+        MediaError::Corrupt {
+            path: path.to_path_buf(),
+            format,
+            detail: detail.into(),
+        }
+    }
+
+    /// A [`MediaError::Truncated`] for `path`.
+    pub fn truncated(path: &Path, detail: impl Into<String>) -> MediaError {
+        MediaError::Truncated {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A [`MediaError::Unsupported`] for `path`.
+    pub fn unsupported(path: &Path, detail: impl Into<String>) -> MediaError {
+        MediaError::Unsupported {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+
     /// Helper for `map_err`.
     pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MediaError + '_ {
         move |source| MediaError::Io {

@@ -670,3 +670,51 @@ fn cli_embedded_publish_with_a_transient_fault_retries_and_succeeds() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("done #2"));
 }
+
+#[test]
+fn resume_republishes_what_a_crashed_submit_left_undispatched() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    // The submitter wrote the work folder, then died before publishing anything.
+    let work = WorkDir::create(&graph).unwrap();
+    assert!(work
+        .status()
+        .unwrap()
+        .tasks
+        .iter()
+        .all(|t| t.state == TaskState::Waiting));
+    let _w = Workers(vec![spawn_worker(&p, "")]);
+    let out = command(&p, "iom", "")
+        .args(["resume", &graph.id.0])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-published 1 task(s)"));
+    // `status --follow` returns once the publish settles, with its exit code.
+    let out = command(&p, "iom", "")
+        .args(["status", "--follow", "--json", &graph.id.0])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "succeeded");
+    assert_published(&a, &p.delivery, &graph);
+    // Resuming a finished publish sends nothing.
+    let out = command(&p, "iom", "")
+        .args(["resume", &graph.id.0])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-published 0 task(s)"));
+}
