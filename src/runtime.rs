@@ -152,15 +152,51 @@ fn event(msg: &TaskMessage, ctx: &RuntimeCtx, state: TaskState) -> TaskEvent {
     }
 }
 
+/// What the first (blocking) part of [`handle`] found.
+enum Setup {
+    /// The work folder, its graph, and the fencing decision.
+    Ready(Box<(WorkDir, Arc<Graph>, Begin)>),
+    /// The message names a task the manifest does not have.
+    NotInGraph(String),
+}
+
 /// Handles one delivered task end to end (see the module doc for the order).
 pub async fn handle<T: Transport>(
     msg: TaskMessage,
     ctx: &RuntimeCtx,
     transport: &T,
 ) -> Result<Outcome, RuntimeError> {
-    let work = open_blocking(msg.work_dir.clone()).await;
-    let work = match work {
-        Ok(w) => w,
+    // One trip to the blocking pool: open the folder, read the manifest, fence
+    // the attempt (each is shared-storage IO).
+    let (dir, task, attempt, worker) = (
+        msg.work_dir.clone(),
+        msg.task_id.clone(),
+        msg.attempt,
+        ctx.worker.clone(),
+    );
+    let setup = tokio::task::spawn_blocking(move || -> Result<Setup, StoreError> {
+        let work = WorkDir::open(&dir)?;
+        let graph = Arc::new(work.manifest()?);
+        if graph.node(&task).is_none() {
+            return Ok(Setup::NotInGraph(format!(
+                "task {task} is not in the manifest of graph {} at {}",
+                graph.id,
+                work.path().display()
+            )));
+        }
+        let begin = work.begin_attempt(&task, attempt, &worker)?;
+        Ok(Setup::Ready(Box::new((work, graph, begin))))
+    })
+    .await
+    .unwrap_or_else(|e| Err(StoreError::Join(e.to_string())));
+    let (work, graph, begin) = match setup {
+        Ok(Setup::Ready(ready)) => *ready,
+        Ok(Setup::NotInGraph(reason)) => {
+            transport
+                .dead_letter(&msg, &reason, ErrorClass::Permanent)
+                .await?;
+            return Ok(Outcome::DeadLettered(reason));
+        }
         Err(e) if e.class() == ErrorClass::Permanent => {
             let reason = format!("work folder unusable: {e}");
             transport
@@ -170,25 +206,6 @@ pub async fn handle<T: Transport>(
         }
         Err(e) => return Err(e.into()),
     };
-    let graph = Arc::new(blocking(work.clone(), |w| w.manifest()).await?);
-    if graph.node(&msg.task_id).is_none() {
-        let reason = format!(
-            "task {} is not in the manifest of graph {} at {}",
-            msg.task_id,
-            graph.id,
-            work.path().display()
-        );
-        transport
-            .dead_letter(&msg, &reason, ErrorClass::Permanent)
-            .await?;
-        return Ok(Outcome::DeadLettered(reason));
-    }
-
-    let (task, attempt, worker) = (msg.task_id.clone(), msg.attempt, ctx.worker.clone());
-    let begin = blocking(work.clone(), move |w| {
-        w.begin_attempt(&task, attempt, &worker)
-    })
-    .await?;
     match begin {
         Begin::Stale { current } => {
             tracing::info!(task = %msg.task_id, attempt = msg.attempt, current, "stale attempt ignored");
@@ -371,12 +388,6 @@ pub async fn submit<T: Transport>(
         sent.push(id);
     }
     Ok(sent)
-}
-
-async fn open_blocking(dir: std::path::PathBuf) -> Result<WorkDir, StoreError> {
-    tokio::task::spawn_blocking(move || WorkDir::open(&dir))
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Join(e.to_string())))
 }
 
 /// Runs a store operation on a blocking thread (file IO on shared storage can stall).

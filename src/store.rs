@@ -207,10 +207,26 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Writes `bytes` to a new file `tmp` (which must not exist) and fsyncs it.
-fn write_synced(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Whether a record must survive a crash of the host that writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and its folder: completion, failure, claim records and the
+    /// manifest — what correctness rests on.
+    Synced,
+    /// Atomic (never half-written) but not fsynced: attempt markers and dispatch
+    /// marks. Losing one only in a crash of its own host is harmless: an attempt
+    /// marker fences that host's own (now dead) attempt, and a lost dispatch mark
+    /// makes `iom resume` publish once more (at-least-once; steps are idempotent).
+    Atomic,
+}
+
+fn write_tmp(tmp: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    match durability {
+        Durability::Synced => f.sync_all(),
+        Durability::Atomic => Ok(()),
+    }
 }
 
 /// Creates `dest` holding `bytes` only if no file of that name exists, atomically:
@@ -218,7 +234,17 @@ fn write_synced(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
 /// system), then hard-linked to `dest`; the link fails if `dest` exists, so a
 /// reader sees the whole record or none. Returns `true` when this call created it.
 pub fn create_if_absent(dest: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<bool> {
-    write_synced(tmp, bytes)?;
+    create_if_absent_with(dest, tmp, bytes, Durability::Synced)
+}
+
+/// [`create_if_absent`] with a choice of [`Durability`].
+pub fn create_if_absent_with(
+    dest: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<bool> {
+    write_tmp(tmp, bytes, durability)?;
     let created = match fs::hard_link(tmp, dest) {
         Ok(()) => true,
         // Over NFS a retransmitted LINK whose first try succeeded answers EEXIST;
@@ -235,7 +261,7 @@ pub fn create_if_absent(dest: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<boo
         // Only a stray file in tmp/: the record itself is in place.
         tracing::debug!(path = %tmp.display(), "cannot remove temporary file: {e}");
     }
-    if let Some(parent) = dest.parent() {
+    if let (Some(parent), Durability::Synced) = (dest.parent(), durability) {
         fsync_dir(parent)?;
     }
     Ok(created)
@@ -244,14 +270,24 @@ pub fn create_if_absent(dest: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<boo
 /// Replaces `dest` with `bytes` atomically (write `tmp`, fsync, rename, fsync the
 /// folder): readers see the old content or the new, never a mix.
 pub fn replace_atomic(dest: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_synced(tmp, bytes)?;
+    replace_atomic_with(dest, tmp, bytes, Durability::Synced)
+}
+
+/// [`replace_atomic`] with a choice of [`Durability`].
+pub fn replace_atomic_with(
+    dest: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
+    write_tmp(tmp, bytes, durability)?;
     if let Err(e) = fs::rename(tmp, dest) {
         let _ = fs::remove_file(tmp);
         return Err(e);
     }
-    match dest.parent() {
-        Some(parent) => fsync_dir(parent),
-        None => Ok(()),
+    match (dest.parent(), durability) {
+        (Some(parent), Durability::Synced) => fsync_dir(parent),
+        _ => Ok(()),
     }
 }
 
@@ -601,7 +637,7 @@ impl WorkDir {
             started_at_ms: now_ms(),
         };
         let path = dir.join(format!("{attempt}.json"));
-        self.replace(&path, &rec, "run record")?;
+        self.replace_with(&path, &rec, "run record", Durability::Atomic)?;
         // A later attempt may have started while this record was written.
         if let Some(current) = self.highest_attempt(task)?.filter(|&h| h > attempt) {
             return Ok(Begin::Stale { current });
@@ -745,7 +781,7 @@ impl WorkDir {
             at_ms: now_ms(),
         };
         let bytes = to_json(&rec, &path, "dispatch record")?;
-        self.create_record(&path, &bytes)?;
+        self.create_record_with(&path, &bytes, Durability::Atomic)?;
         Ok(())
     }
 
@@ -893,10 +929,20 @@ impl WorkDir {
 
     /// Exclusive create (see [`create_if_absent`]).
     fn create_record(&self, path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.create_record_with(path, bytes, Durability::Synced)
+    }
+
+    fn create_record_with(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<bool, StoreError> {
         self.ensure_parent(path)?;
         self.ensure_tmp()?;
         let stem = file_stem(path);
-        create_if_absent(path, &self.temp(&stem), bytes).map_err(io_err("create", path))
+        create_if_absent_with(path, &self.temp(&stem), bytes, durability)
+            .map_err(io_err("create", path))
     }
 
     /// Atomic replace (see [`replace_atomic`]).
@@ -906,11 +952,22 @@ impl WorkDir {
         value: &T,
         what: &'static str,
     ) -> Result<(), StoreError> {
+        self.replace_with(path, value, what, Durability::Synced)
+    }
+
+    fn replace_with<T: Serialize>(
+        &self,
+        path: &Path,
+        value: &T,
+        what: &'static str,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let bytes = to_json(value, path, what)?;
         self.ensure_parent(path)?;
         self.ensure_tmp()?;
         let stem = file_stem(path);
-        replace_atomic(path, &self.temp(&stem), &bytes).map_err(io_err("write", path))
+        replace_atomic_with(path, &self.temp(&stem), &bytes, durability)
+            .map_err(io_err("write", path))
     }
 
     fn has_record(&self, sub: &str, task: &TaskId) -> Result<bool, StoreError> {

@@ -76,10 +76,16 @@ impl Transport for BrokerTransport {
     }
 
     async fn event(&self, ev: &TaskEvent) {
+        // Off the task's path: events are for watchers and a lost one loses
+        // nothing (the work folder is the truth), so the step never waits for
+        // their confirms. Watchers order them by `at_ms`.
         let body = serde_json::to_vec(ev).unwrap_or_default();
-        if let Err(e) = self.publisher.publish_event(&ev.routing_key(), &body).await {
-            tracing::debug!(error = %e, "event not published");
-        }
+        let (publisher, key) = (self.publisher.clone(), ev.routing_key());
+        tokio::spawn(async move {
+            if let Err(e) = publisher.publish_event(&key, &body).await {
+                tracing::debug!(error = %e, "event not published");
+            }
+        });
     }
 }
 
