@@ -28,7 +28,8 @@
 //!   `BENCH_WINDOW` graphs at once) while `worker::run` consumes in this process
 //!   with `slots`. Time: first submit → every graph's status is `Succeeded`. This
 //!   includes iom's work-folder writes (dispatch mark, attempt record, completion
-//!   record, each fsynced with its folder) and its task events.
+//!   record; the completion record is fsynced with its folder, the markers are
+//!   written atomically without fsync) and its task events.
 //!
 //! After the table, a breakdown times each operation of a task's path alone (no
 //! concurrency): the work-folder operations, the no-op step, a `spawn_blocking` hop
@@ -393,7 +394,7 @@ async fn bench(vhost: &Vhost, opts: &Options) -> anyhow::Result<()> {
         body.len(),
         loadavg()
     );
-    println!("iom timings include the work-folder writes (dispatch mark, attempt record, completion record: each fsynced, with its folder) and its task events (queued, started, succeeded: confirmed publishes).");
+    println!("iom timings include the work-folder writes (dispatch mark and attempt record written atomically; completion record fsynced with its folder) and its task events (queued, started, succeeded: confirmed publishes, off the task path).");
 
     let mut table = Vec::new();
     for &slots in &opts.slots {
