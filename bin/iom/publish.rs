@@ -69,7 +69,13 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
         delivery_root: Some(delivery),
         colorspace: args.colorspace.clone(),
     };
-    match plan::plan(&sheet.rows, settings, &opts, &versions) {
+    let numbered: Vec<(usize, iom::scanlist::Row)> = sheet
+        .row_numbers
+        .iter()
+        .copied()
+        .zip(sheet.rows.iter().cloned())
+        .collect();
+    match plan::plan_numbered(&numbered, settings, &opts, &versions) {
         Ok(p) => {
             for w in &p.warnings {
                 eprintln!("warning: {w}");

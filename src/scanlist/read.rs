@@ -76,6 +76,9 @@ pub enum Layout {
 pub struct Scanlist {
     /// The data rows, in sheet order; empty rows are skipped.
     pub rows: Vec<Row>,
+    /// The 1-based sheet row of each entry of `rows` (the header is row 1), so
+    /// errors about a row name the row the user sees even after blank rows.
+    pub row_numbers: Vec<usize>,
     /// The column set found.
     pub layout: Layout,
     /// Things the user should know that did not stop the read (sheet fallback,
@@ -183,11 +186,14 @@ pub fn read_with_thumbnail_dir(
     }
 
     let mut out = Vec::with_capacity(rows.len());
+    let mut row_numbers = Vec::with_capacity(rows.len());
     for (r, cells) in &rows {
         out.push(parse_row(&ctx, &header, *r, cells, &mut warnings)?);
+        row_numbers.push(*r as usize + 1);
     }
     Ok(Scanlist {
         rows: out,
+        row_numbers,
         layout,
         warnings,
         path: path.to_path_buf(),

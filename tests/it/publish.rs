@@ -562,11 +562,11 @@ fn bad_rows_are_refused_before_anything_is_published() {
     let mut outside = row(&p.delivery, &a, "ABC_0030");
     outside.scan_path = "/etc".into();
     let illegal = row(&p.delivery, &a, "ABC 0040/x");
-    // The planner refuses bad names, all reported at once …
+    // The planner refuses bad names, all reported at once, by sheet row …
     let sheet = p.delivery.join("scanlist_01.xlsx");
     iom::scanlist::write::write(
         &sheet,
-        &[good.clone(), traversal, illegal],
+        &[good.clone(), Row::default(), traversal, illegal],
         &[],
         &p.settings.scanlist,
     )
@@ -580,7 +580,8 @@ fn bad_rows_are_refused_before_anything_is_published() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("nothing was published"), "{err}");
     assert!(
-        err.contains("row 3") && err.contains("row 4") && err.contains("shot_name"),
+        // Sheet rows as the user sees them, the blank row 3 counted.
+        err.contains("row 4") && err.contains("row 5") && err.contains("shot_name"),
         "{err}"
     );
     // … and the reader refuses a path outside the delivery.
