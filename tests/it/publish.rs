@@ -76,6 +76,14 @@ fn row(delivery: &Path, spec: &PlateSpec, shot: &str) -> Row {
     }
 }
 
+/// Writes one EXR plate (`A001/A001C003.####.exr`) and plans it as shot ABC_0010.
+fn one_plate(p: &Project, width: u32, height: u32, frames: i64) -> (PlateSpec, Graph) {
+    let a = PlateSpec::exr("A001", "A001C003.", width, height, frames);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graph = plan_rows(p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    (a, graph)
+}
+
 fn plan_rows(p: &Project, rows: &[Row]) -> Vec<Graph> {
     let opts = PlanOptions {
         delivery_root: Some(p.delivery.clone()),
@@ -321,9 +329,7 @@ fn state_of(s: &GraphStatus, kind: StepKind) -> &TaskState {
 fn broker_kill_mid_copy_then_another_worker_finishes() {
     let vh = Vhost::new();
     let p = project("probe, copy, register, cleanup", Some(&vh));
-    let a = PlateSpec::exr("A001", "A001C003.", 64, 36, 40);
-    sample::write_plate(&p.delivery, &a).unwrap();
-    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let (a, graph) = one_plate(&p, 64, 36, 40);
     let work = submit(&p, &graph);
 
     // First worker copies slowly (50 ms a frame) and is killed mid-copy.
@@ -379,9 +385,7 @@ fn broker_kill_mid_copy_then_another_worker_finishes() {
 fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
     let vh = Vhost::new();
     let p = project("probe, copy, cleanup", Some(&vh));
-    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
-    sample::write_plate(&p.delivery, &a).unwrap();
-    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let (a, graph) = one_plate(&p, 32, 18, 3);
     let work = submit(&p, &graph);
     // Probe fails transiently on attempt 1 (retried after the 1 s tier), copy fails
     // permanently (dead-lettered at once).
@@ -495,9 +499,7 @@ fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
 fn broker_connection_closed_by_the_broker_the_worker_recovers() {
     let vh = Vhost::new();
     let p = project("probe, copy, cleanup", Some(&vh));
-    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 30);
-    sample::write_plate(&p.delivery, &a).unwrap();
-    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let (a, graph) = one_plate(&p, 32, 18, 30);
     let work = submit(&p, &graph);
     let _w = Workers(vec![spawn_worker(&p, "copy:frame_ms:40")]);
     wait_for(&work, Duration::from_secs(30), "copy running", |s| {
@@ -517,9 +519,7 @@ fn broker_connection_closed_by_the_broker_the_worker_recovers() {
 fn broker_sigterm_finishes_the_running_step_then_exits() {
     let vh = Vhost::new();
     let p = project("probe, copy", Some(&vh));
-    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 20);
-    sample::write_plate(&p.delivery, &a).unwrap();
-    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let (_, graph) = one_plate(&p, 32, 18, 20);
     let work = submit(&p, &graph);
     let mut w = spawn_worker(&p, "copy:frame_ms:50");
     wait_for(&work, Duration::from_secs(30), "copy running", |s| {
@@ -676,9 +676,7 @@ fn cli_embedded_publish_with_a_transient_fault_retries_and_succeeds() {
 fn resume_republishes_what_a_crashed_submit_left_undispatched() {
     let vh = Vhost::new();
     let p = project("probe, copy, cleanup", Some(&vh));
-    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
-    sample::write_plate(&p.delivery, &a).unwrap();
-    let graph = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    let (a, graph) = one_plate(&p, 32, 18, 3);
     // The submitter wrote the work folder, then died before publishing anything.
     let work = WorkDir::create(&graph).unwrap();
     assert!(work

@@ -12,25 +12,12 @@ use iom::config::Secret;
 use iom::error::{Classify, ErrorClass};
 use iom::queue::{Broker, BrokerConfig, Incoming, QueueError, TaskConsumer};
 use iom::task::{
-    graph_id, task_id, GapPolicy, PlateOutput, Source, Step, StepKind, TaskMessage, SCHEMA_VERSION,
+    graph_id, task_id, GapPolicy, Source, Step, StepKind, TaskMessage, SCHEMA_VERSION,
 };
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
-use super::support::Vhost;
-
-fn output() -> PlateOutput {
-    PlateOutput {
-        frames_dir: "/show/p/seq/A/A_0010/plate/org/v001".into(),
-        plate_name: "A_0010_org_v001".into(),
-        ext: "exr".into(),
-        first_frame: 1001,
-        pad: 4,
-        plate_dir: "/show/p/seq/A/A_0010/plate".into(),
-        jpg_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg".into(),
-        jpg_2k_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg_2k".into(),
-    }
-}
+use super::support::{output, Vhost};
 
 fn task(kind: StepKind, discriminator: &str, attempt: u32) -> TaskMessage {
     let g = graph_id("p", "A_0010", "plate.", "org", 1);

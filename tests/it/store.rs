@@ -4,28 +4,16 @@
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
+use super::support::output;
 use iom::error::{Classify, ErrorClass};
 use iom::store::{
     Begin, Claim, Completed, CompletionRecord, FailureRecord, GraphState, OutputFile, StoreError,
     TaskState, WorkDir,
 };
 use iom::task::{
-    graph_id, task_id, Graph, GraphId, PlateOutput, PublishInfo, Step, StepKind, TaskId, TaskNode,
+    graph_id, task_id, Graph, GraphId, PublishInfo, Step, StepKind, TaskId, TaskNode,
     SCHEMA_VERSION,
 };
-
-fn output() -> PlateOutput {
-    PlateOutput {
-        frames_dir: "/show/p/seq/A/A_0010/plate/org/v001".into(),
-        plate_name: "A_0010_org_v001".into(),
-        ext: "exr".into(),
-        first_frame: 1001,
-        pad: 4,
-        plate_dir: "/show/p/seq/A/A_0010/plate".into(),
-        jpg_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg".into(),
-        jpg_2k_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg_2k".into(),
-    }
-}
 
 fn info() -> PublishInfo {
     PublishInfo {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use iom::config::Secret;
 use iom::queue::BrokerConfig;
+use iom::task::PlateOutput;
 
 pub fn rabbitmqctl(args: &[&str]) -> String {
     let out = Command::new("rabbitmqctl")
@@ -99,5 +100,19 @@ impl Drop for Vhost {
         let _ = Command::new("rabbitmqctl")
             .args(["-q", "delete_vhost", &self.name])
             .output();
+    }
+}
+
+/// A plate output under `/show/p` (no file is written there).
+pub fn output() -> PlateOutput {
+    PlateOutput {
+        frames_dir: "/show/p/seq/A/A_0010/plate/org/v001".into(),
+        plate_name: "A_0010_org_v001".into(),
+        ext: "exr".into(),
+        first_frame: 1001,
+        pad: 4,
+        plate_dir: "/show/p/seq/A/A_0010/plate".into(),
+        jpg_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg".into(),
+        jpg_2k_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg_2k".into(),
     }
 }
