@@ -21,4 +21,4 @@ $SUDO rabbitmqctl -q enable_feature_flag stream_queue
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --all-targets
+cargo test --locked --lib --bins --tests
