@@ -374,10 +374,21 @@ pub async fn submit<T: Transport>(
     ctx: &RuntimeCtx,
     transport: &T,
 ) -> Result<Vec<TaskId>, RuntimeError> {
-    let graph = blocking(work.clone(), |w| w.manifest()).await?;
     let ready = blocking(work.clone(), |w| w.undispatched_ready()).await?;
+    dispatch_tasks(work, ready, ctx, transport).await
+}
+
+/// Publishes the given tasks of a graph at attempt 1 and marks each dispatched
+/// after its confirm. Returns the tasks published.
+pub async fn dispatch_tasks<T: Transport>(
+    work: &WorkDir,
+    tasks: Vec<TaskId>,
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<Vec<TaskId>, RuntimeError> {
+    let graph = blocking(work.clone(), |w| w.manifest()).await?;
     let mut sent = Vec::new();
-    for id in ready {
+    for id in tasks {
         let Some(msg) = graph.message(&id, 1) else {
             continue;
         };

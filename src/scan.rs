@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -219,7 +218,6 @@ pub fn scan(
         thumbnails: opts.thumbnails,
     };
     progress.start((found.sequences.len() + found.movies.len()) as u64);
-    let done = AtomicU64::new(0);
     let results: Vec<ItemResult> = pool.install(|| {
         let seqs = found
             .sequences
@@ -227,13 +225,11 @@ pub fn scan(
             .zip(thumb_names.par_iter())
             .map(|(s, thumb)| {
                 let r = scan_sequence(&ctx, s, thumb);
-                done.fetch_add(1, Ordering::Relaxed);
                 progress.item_done(&s.pattern());
                 r
             });
         let movs = found.movies.par_iter().map(|m| {
             let r = scan_movie(&ctx, m);
-            done.fetch_add(1, Ordering::Relaxed);
             progress.item_done(&m.path.display().to_string());
             r
         });
@@ -682,6 +678,7 @@ fn scan_movie(ctx: &Ctx<'_>, m: &Movie) -> ItemResult {
             timecode_in: tc_in,
             timecode_out: tc_out,
             clip_name: "None".into(),
+            check: true,
             ..Row::default()
         });
     } else {
@@ -720,11 +717,7 @@ fn scan_movie(ctx: &Ctx<'_>, m: &Movie) -> ItemResult {
             rows.push(row);
         }
     }
-    let no_edl_row = events.is_empty();
     for r in &mut rows {
-        if no_edl_row {
-            r.check = true;
-        }
         r.seq_type = "org".into();
         r.scan_path = dir.display().to_string();
         r.scan_name = file_name.clone();

@@ -328,17 +328,9 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
             publisher: broker.publisher().await?,
             worker: ctx.worker.clone(),
         };
-        let mut n = 0;
-        for id in &ready {
-            if let Some(msg) = graph.message(id, 1) {
-                use iom::runtime::Transport;
-                transport.dispatch(&msg).await?;
-                work.mark_dispatched(id)?;
-                n += 1;
-            }
-        }
+        let sent = runtime::dispatch_tasks(&work, ready, &ctx, &transport).await?;
         broker.close().await;
-        anyhow::Ok(n)
+        anyhow::Ok(sent.len())
     })?;
     println!("re-published {n} task(s) of {}", graph.id);
     Ok(exit::OK)
