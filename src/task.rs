@@ -186,6 +186,37 @@ impl PlateOutput {
             width = self.pad
         ))
     }
+
+    /// A review movie of this plate: `<plate_dir>/<plate>.<ext>` (`mov`, `mp4`,
+    /// `webm`), as the original laid them out (original-app.md §10).
+    pub fn movie_path(&self, ext: &str) -> PathBuf {
+        self.plate_dir.join(format!("{}.{ext}", self.plate_name))
+    }
+
+    /// The filmstrip: `<plate_dir>/<plate>stream.jpeg` (sic, as the original).
+    pub fn filmstrip_path(&self) -> PathBuf {
+        self.plate_dir
+            .join(format!("{}stream.jpeg", self.plate_name))
+    }
+
+    /// Montage frames: `<plate_dir>/montage/<type>_v###_jpg/`, where
+    /// `<type>_v###` is the plate name without its shot prefix.
+    pub fn montage_dir(&self) -> PathBuf {
+        let tail = self
+            .jpg_dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let version = self
+            .frames_dir
+            .file_name()
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.plate_dir
+            .join("montage")
+            .join(format!("{tail}_{version}_jpg"))
+    }
 }
 
 /// What the publish is about, for the tracker and for people reading the graph.

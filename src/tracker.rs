@@ -312,11 +312,7 @@ impl Registration {
                 code: format!("{}_{vtype}_v{:03}.mov", info.shot, info.version),
                 version_number: info.version,
                 sg_status_list: "fin".into(),
-                sg_path_to_movie: output
-                    .plate_dir
-                    .join(format!("{}.mov", output.plate_name))
-                    .display()
-                    .to_string(),
+                sg_path_to_movie: output.movie_path("mov").display().to_string(),
                 sg_path_to_frames: frames_path.clone(),
                 sg_first_frame: first,
                 sg_last_frame: last,
