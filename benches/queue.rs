@@ -674,10 +674,7 @@ async fn iom_once(
     let broker = Broker::connect(&cfg).await?;
     broker.declare_topology().await?;
     wait_for_consumer(&broker, &mut worker).await?;
-    let transport = BrokerTransport {
-        publisher: broker.publisher().await?,
-        worker: "bench-submitter".into(),
-    };
+    let transport = BrokerTransport::open(&broker, "bench-submitter").await?;
 
     let abort = Arc::new(AtomicBool::new(false));
     // Stops the watcher whenever this function returns early or is cancelled.

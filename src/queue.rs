@@ -917,6 +917,13 @@ impl Broker {
         })
     }
 
+    /// A best-effort publisher for task events on its own channel (see
+    /// [`EventPublisher`]).
+    pub async fn event_publisher(&self) -> Result<EventPublisher, QueueError> {
+        let ch = self.channel("events").await?;
+        Ok(EventPublisher::start(ch, self.names.events_exchange()))
+    }
+
     /// Consumes the work queues of `kinds` on one channel, with manual acks and a
     /// per-consumer prefetch of `prefetch` (each queue may have `prefetch`
     /// deliveries unacked: `global=false` is the only QoS quorum queues accept).
@@ -1497,6 +1504,126 @@ impl Publisher {
                 persistent_json(),
             )
             .await
+    }
+}
+
+/// Events waiting in an [`EventPublisher`] beyond which new ones are dropped
+/// (a broker that cannot keep up must not grow the worker's memory).
+pub const EVENT_BACKLOG: usize = 8192;
+
+/// Publishes task events off the task's path, on a channel of its own without
+/// publisher confirms.
+///
+/// Events are for watchers (`iom status --follow`, the Tractor bridge,
+/// dashboards), never for correctness: the work folder is the truth, and the
+/// watchers catch up from it. So a task never waits for its events: [`send`]
+/// queues one without blocking (from async or blocking code), one background task
+/// writes them to the broker in order, and a confirm round trip per event (three
+/// per task) is not paid. They are still persistent, so a durable watcher queue
+/// keeps them across a broker restart. When the backlog is full or the channel is
+/// gone, events are dropped and counted ([`dropped`]).
+///
+/// [`send`]: EventPublisher::send
+/// [`dropped`]: EventPublisher::dropped
+#[derive(Clone)]
+pub struct EventPublisher {
+    tx: tokio::sync::mpsc::Sender<EventCmd>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+enum EventCmd {
+    Publish(String, Vec<u8>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl fmt::Debug for EventPublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventPublisher")
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl EventPublisher {
+    fn start(ch: Channel, exchange: String) -> EventPublisher {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<EventCmd>(EVENT_BACKLOG);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let lost = dropped.clone();
+        tokio::spawn(async move {
+            let mut broken = false;
+            while let Some(cmd) = rx.recv().await {
+                let (key, body) = match cmd {
+                    EventCmd::Flush(done) => {
+                        let _ = done.send(());
+                        continue;
+                    }
+                    EventCmd::Publish(..) if broken => {
+                        lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    EventCmd::Publish(key, body) => (key, body),
+                };
+                let (Ok(ex), Ok(rk)) = (
+                    short(&exchange, "exchange name"),
+                    short(&key, "routing key"),
+                ) else {
+                    lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                };
+                let sent = ch
+                    .basic_publish(
+                        ex,
+                        rk,
+                        BasicPublishOptions::default(),
+                        &body,
+                        persistent_json(),
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    // The channel is gone (connection lost): later events are
+                    // dropped; the worker makes a new publisher when it reconnects.
+                    tracing::debug!(error = %e, "event channel closed; dropping events");
+                    lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    broken = true;
+                }
+            }
+            if !broken {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), ch.close(200, "OK".into())).await;
+            }
+        });
+        EventPublisher { tx, dropped }
+    }
+
+    /// Queues an event for publishing under `routing_key`; never waits (callable
+    /// from blocking threads too).
+    pub fn send(&self, routing_key: String, body: Vec<u8>) {
+        if self
+            .tx
+            .try_send(EventCmd::Publish(routing_key, body))
+            .is_err()
+        {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Events dropped so far (backlog full, or the channel lost).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (at most `within`) until every event queued before this call has
+    /// been handed to the connection. Call before a short-lived process (the
+    /// submitter) closes its connection.
+    pub async fn flush(&self, within: Duration) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let _ = tokio::time::timeout(within, async {
+            if self.tx.send(EventCmd::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        })
+        .await;
     }
 }
 

@@ -222,23 +222,13 @@ pub async fn handle<T: Transport>(
     }
 
     transport.event(&event(&msg, ctx, TaskState::Started)).await;
-    let started_ms = now_ms();
     let t0 = Instant::now();
-    let result = run_step(&msg, ctx).await;
+    let result = run_step(&msg, ctx, &work).await;
     let elapsed = t0.elapsed();
 
     match result {
-        Ok(out) => {
-            let rec = CompletionRecord {
-                task_id: msg.task_id.clone(),
-                attempt: msg.attempt,
-                worker: ctx.worker.clone(),
-                started_at_ms: started_ms,
-                finished_at_ms: now_ms(),
-                outputs: out.outputs,
-                summary: out.summary,
-            };
-            blocking(work.clone(), move |w| w.complete(&rec)).await?;
+        Ok(recorded) => {
+            recorded?;
             let mut ev = event(&msg, ctx, TaskState::Succeeded);
             ev.duration_ms = Some(elapsed.as_millis() as u64);
             transport.event(&ev).await;
@@ -292,10 +282,20 @@ pub async fn handle<T: Transport>(
     }
 }
 
-/// Runs the step on a blocking thread under its time limit. On timeout the step is
-/// asked to stop (cancel flag) and awaited, so two runs of one task never overlap on
-/// this node.
-async fn run_step(msg: &TaskMessage, ctx: &RuntimeCtx) -> Result<steps::StepOutput, StepError> {
+/// Runs the step on a blocking thread under its time limit and, when it succeeds,
+/// records its completion on the same thread (one trip to the blocking pool per
+/// task run, not two). On timeout the step is asked to stop (cancel flag) and
+/// awaited, so two runs of one task never overlap on this node.
+///
+/// `Ok(Ok(()))`: the step succeeded and its completion record is durable (or a
+/// first completion already stood). `Ok(Err(_))`: the step succeeded but the
+/// record could not be written (the delivery must come back). `Err(_)`: the step
+/// failed.
+async fn run_step(
+    msg: &TaskMessage,
+    ctx: &RuntimeCtx,
+    work: &WorkDir,
+) -> Result<Result<(), StoreError>, StepError> {
     let cancel = Arc::new(AtomicBool::new(false));
     let step_ctx = StepContext {
         settings: ctx.settings.clone(),
@@ -304,24 +304,42 @@ async fn run_step(msg: &TaskMessage, ctx: &RuntimeCtx) -> Result<steps::StepOutp
         tracker: ctx.tracker.clone(),
     };
     let shutdown = ctx.cancel.clone();
-    let m = msg.clone();
+    let (m, w) = (msg.clone(), work.clone());
     let mut handle = tokio::task::spawn_blocking(move || {
+        let started_at_ms = now_ms();
         fault::inject(&m, &step_ctx)?;
-        steps::run(&m, &step_ctx)
+        let out = steps::run(&m, &step_ctx)?;
+        let rec = CompletionRecord {
+            task_id: m.task_id.clone(),
+            attempt: m.attempt,
+            worker: step_ctx.worker.clone(),
+            started_at_ms,
+            finished_at_ms: now_ms(),
+            outputs: out.outputs,
+            summary: out.summary,
+        };
+        Ok(w.complete(&rec).map(|_| ()))
     });
+    let joined = |r: Result<Result<Result<(), StoreError>, StepError>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| {
+            Err(StepError::Transient {
+                message: format!("step thread ended abnormally: {e}"),
+            })
+        })
+    };
     let limit = ctx.time_limit(msg.step.kind());
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         tokio::select! {
-            r = &mut handle => {
-                return r.unwrap_or_else(|e| Err(StepError::Transient {
-                    message: format!("step thread ended abnormally: {e}"),
-                }));
-            }
+            r = &mut handle => return joined(r),
             _ = tokio::time::sleep_until(deadline) => {
                 cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = (&mut handle).await;
-                return Err(StepError::TimedOut { kind: msg.step.kind(), limit });
+                // A step that finished and recorded its completion just as the
+                // limit passed has succeeded; anything else timed out.
+                return match joined((&mut handle).await) {
+                    Ok(Ok(())) => Ok(Ok(())),
+                    _ => Err(StepError::TimedOut { kind: msg.step.kind(), limit }),
+                };
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if shutdown.load(std::sync::atomic::Ordering::SeqCst) {
@@ -340,6 +358,10 @@ pub async fn dispatch_children<T: Transport>(
     ctx: &RuntimeCtx,
     transport: &T,
 ) -> Result<(), RuntimeError> {
+    if graph.children(done).is_empty() {
+        // A leaf: nothing to dispatch, and no trip to the blocking pool.
+        return Ok(());
+    }
     let (g, d) = (graph.clone(), done.clone());
     let ready = blocking(work.clone(), move |w| w.ready_children(&g, &d)).await?;
     for child in ready {
@@ -386,7 +408,10 @@ pub async fn dispatch_tasks<T: Transport>(
     ctx: &RuntimeCtx,
     transport: &T,
 ) -> Result<Vec<TaskId>, RuntimeError> {
-    let graph = blocking(work.clone(), |w| w.manifest()).await?;
+    let graph = match work.loaded_manifest() {
+        Some(g) => g,
+        None => blocking(work.clone(), |w| w.manifest()).await?,
+    };
     let mut sent = Vec::new();
     for id in tasks {
         let Some(msg) = graph.message(&id, 1) else {

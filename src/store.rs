@@ -602,9 +602,35 @@ impl WorkDir {
         if let Some(g) = self.manifest.get() {
             return Ok(g.clone());
         }
-        let g: Graph = self.read_required(&self.dir.join(MANIFEST), "graph manifest")?;
+        let path = self.dir.join(MANIFEST);
+        // A manifest is written once and never changed, so a worker that runs
+        // many tasks of one graph parses it once: the process-wide cache is keyed
+        // by the file's identity (device, inode, size, mtime), which a folder
+        // deleted and re-created with another graph does not share.
+        let key = fs::metadata(&path).ok().map(|m| {
+            (
+                path.clone(),
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime_nsec(),
+                m.mtime(),
+            )
+        });
+        if let Some(g) = key.as_ref().and_then(manifest_cache::get) {
+            return Ok(self.manifest.get_or_init(|| g).clone());
+        }
+        let g: Graph = self.read_required(&path, "graph manifest")?;
         let g = g.validated()?;
+        if let Some(key) = key {
+            manifest_cache::put(key, &g);
+        }
         Ok(self.manifest.get_or_init(|| g).clone())
+    }
+
+    /// The graph, if this handle has already read it (no IO).
+    pub fn loaded_manifest(&self) -> Option<Graph> {
+        self.manifest.get().cloned()
     }
 
     /// Starts `attempt` of `task` on `worker` (attempt fencing, queue-and-ops
@@ -1031,6 +1057,40 @@ impl WorkDir {
                 what,
                 detail: "the file vanished after it was seen; records are never deleted".into(),
             })
+    }
+}
+
+/// Parsed manifests, shared by every [`WorkDir`] handle of the process.
+mod manifest_cache {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Mutex, OnceLock};
+
+    use crate::task::Graph;
+
+    /// Path and file identity: device, inode, size, mtime (ns part, s part).
+    pub(super) type Key = (PathBuf, u64, u64, u64, i64, i64);
+
+    /// Graphs kept; the cache is emptied when it is full (a worker serves a few
+    /// publishes at a time, so the hit rate stays high).
+    const CAPACITY: usize = 256;
+
+    fn cache() -> &'static Mutex<HashMap<Key, Graph>> {
+        static CACHE: OnceLock<Mutex<HashMap<Key, Graph>>> = OnceLock::new();
+        CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    pub(super) fn get(key: &Key) -> Option<Graph> {
+        cache().lock().ok()?.get(key).cloned()
+    }
+
+    pub(super) fn put(key: Key, graph: &Graph) {
+        if let Ok(mut c) = cache().lock() {
+            if c.len() >= CAPACITY {
+                c.clear();
+            }
+            c.insert(key, graph.clone());
+        }
     }
 }
 

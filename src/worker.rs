@@ -23,16 +23,35 @@ use tokio::sync::Semaphore;
 
 use crate::error::ErrorClass;
 use crate::events::TaskEvent;
-use crate::queue::{Broker, BrokerConfig, Incoming, Publisher, QueueError};
+use crate::queue::{Broker, BrokerConfig, EventPublisher, Incoming, Publisher, QueueError};
 use crate::runtime::{self, Outcome, RuntimeCtx, Transport, TransportError};
 use crate::task::{StepKind, TaskMessage};
 
 /// The broker side of the runtime's transport.
 pub struct BrokerTransport {
-    /// Confirmed publisher.
+    /// Confirmed publisher (tasks, retries, dead letters).
     pub publisher: Publisher,
+    /// Best-effort event publisher on its own channel.
+    pub events: EventPublisher,
     /// Worker identity.
     pub worker: String,
+}
+
+impl BrokerTransport {
+    /// Opens the publishing channels of `worker` on `broker`.
+    pub async fn open(broker: &Broker, worker: impl Into<String>) -> Result<Self, QueueError> {
+        Ok(BrokerTransport {
+            publisher: broker.publisher().await?,
+            events: broker.event_publisher().await?,
+            worker: worker.into(),
+        })
+    }
+
+    /// Hands every queued event to the connection (at most `within`); call before
+    /// closing the broker connection of a short-lived process.
+    pub async fn flush_events(&self, within: Duration) {
+        self.events.flush(within).await;
+    }
 }
 
 impl Transport for BrokerTransport {
@@ -78,14 +97,9 @@ impl Transport for BrokerTransport {
     async fn event(&self, ev: &TaskEvent) {
         // Off the task's path: events are for watchers and a lost one loses
         // nothing (the work folder is the truth), so the step never waits for
-        // their confirms. Watchers order them by `at_ms`.
+        // them (see `EventPublisher`). Watchers order them by `at_ms`.
         let body = serde_json::to_vec(ev).unwrap_or_default();
-        let (publisher, key) = (self.publisher.clone(), ev.routing_key());
-        tokio::spawn(async move {
-            if let Err(e) = publisher.publish_event(&key, &body).await {
-                tracing::debug!(error = %e, "event not published");
-            }
-        });
+        self.events.send(ev.routing_key(), body);
     }
 }
 
@@ -168,14 +182,10 @@ pub async fn run(
         }
         first = false;
         broker.declare_topology().await?;
-        let publisher = broker.publisher().await?;
+        let transport = Arc::new(BrokerTransport::open(&broker, ctx.worker.clone()).await?);
         let mut consumer = broker
             .consumer(&opts.queues, opts.slots, &ctx.worker)
             .await?;
-        let transport = Arc::new(BrokerTransport {
-            publisher,
-            worker: ctx.worker.clone(),
-        });
         tracing::info!(queues = ?opts.queues, slots = opts.slots, "consuming");
         let stop = loop {
             tokio::select! {
@@ -211,6 +221,7 @@ pub async fn run(
                 ctx.cancel.store(true, Ordering::SeqCst);
                 running.abort_all();
             }
+            transport.flush_events(Duration::from_secs(2)).await;
             broker.close().await;
             return Ok(());
         }

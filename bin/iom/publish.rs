@@ -158,10 +158,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
     rt.block_on(async {
         let broker = Broker::connect(&cfg).await?;
         broker.declare_topology().await?;
-        let transport = BrokerTransport {
-            publisher: broker.publisher().await?,
-            worker: ctx.worker.clone(),
-        };
+        let transport = BrokerTransport::open(&broker, ctx.worker.clone()).await?;
         for w in &works {
             let sent = runtime::submit(w, &ctx, &transport).await?;
             if !args.json {
@@ -173,6 +170,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
                 );
             }
         }
+        transport.flush_events(Duration::from_secs(5)).await;
         broker.close().await;
         anyhow::Ok(())
     })?;
@@ -324,11 +322,9 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
     let n = rt.block_on(async {
         let broker = Broker::connect(&cfg).await?;
         broker.declare_topology().await?;
-        let transport = BrokerTransport {
-            publisher: broker.publisher().await?,
-            worker: ctx.worker.clone(),
-        };
+        let transport = BrokerTransport::open(&broker, ctx.worker.clone()).await?;
         let sent = runtime::dispatch_tasks(&work, ready, &ctx, &transport).await?;
+        transport.flush_events(Duration::from_secs(5)).await;
         broker.close().await;
         anyhow::Ok(sent.len())
     })?;

@@ -310,12 +310,10 @@ fn submit(p: &Project, graph: &Graph) -> WorkDir {
     rt.block_on(async {
         let broker = Broker::connect(&cfg).await.unwrap();
         broker.declare_topology().await.unwrap();
-        let t = BrokerTransport {
-            publisher: broker.publisher().await.unwrap(),
-            worker: "submitter".into(),
-        };
+        let t = BrokerTransport::open(&broker, "submitter").await.unwrap();
         let sent = runtime::submit(&work, &ctx(&p.settings), &t).await.unwrap();
         assert_eq!(sent.len(), 1, "only the probe is a root");
+        t.flush_events(Duration::from_secs(5)).await;
         broker.close().await;
     });
     work
