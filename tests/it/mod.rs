@@ -1,5 +1,6 @@
 mod colour;
 mod edl;
+mod faults;
 mod media;
 mod movie;
 mod plan;

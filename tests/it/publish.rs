@@ -20,23 +20,27 @@ use iom::worker::BrokerTransport;
 use super::support::Vhost;
 
 /// A project: a delivery with plates, a project root, and settings pointing at them.
-struct Project {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    delivery: PathBuf,
-    config: PathBuf,
-    settings: Settings,
+pub(super) struct Project {
+    pub(super) _tmp: tempfile::TempDir,
+    pub(super) root: PathBuf,
+    pub(super) delivery: PathBuf,
+    pub(super) config: PathBuf,
+    pub(super) settings: Settings,
 }
 
-fn project(steps: &str, broker: Option<&Vhost>) -> Project {
+pub(super) fn project(steps: &str, broker: Option<&Vhost>) -> Project {
+    match broker {
+        Some(v) => project_at(steps, &v.url(), "t"),
+        None => project_at(steps, "", "iom"),
+    }
+}
+
+/// A project whose broker is `url` (empty: embedded) with queue prefix `prefix`.
+pub(super) fn project_at(steps: &str, url: &str, prefix: &str) -> Project {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("show/demo");
     let delivery = root.join("product/scan/d1");
     std::fs::create_dir_all(&delivery).unwrap();
-    let (url, prefix) = match broker {
-        Some(v) => (v.url(), "t".to_string()),
-        None => (String::new(), "iom".to_string()),
-    };
     let yaml = format!(
         "project:\n  name: demo\n  root: {root}\npublish:\n  steps: [{steps}]\n\
          broker:\n  url: \"{url}\"\n  prefix: {prefix}\n  retry_tiers_secs: [1, 2]\n  delivery_limit: 3\n  confirm_timeout_secs: 5\n\
@@ -56,7 +60,7 @@ fn project(steps: &str, broker: Option<&Vhost>) -> Project {
 }
 
 /// A checked scanlist row for a plate written with `sample::write_plate`.
-fn row(delivery: &Path, spec: &PlateSpec, shot: &str) -> Row {
+pub(super) fn row(delivery: &Path, spec: &PlateSpec, shot: &str) -> Row {
     Row {
         check: true,
         shot_name: shot.into(),
@@ -84,7 +88,7 @@ fn one_plate(p: &Project, width: u32, height: u32, frames: i64) -> (PlateSpec, G
     (a, graph)
 }
 
-fn plan_rows(p: &Project, rows: &[Row]) -> Vec<Graph> {
+pub(super) fn plan_rows(p: &Project, rows: &[Row]) -> Vec<Graph> {
     let opts = PlanOptions {
         delivery_root: Some(p.delivery.clone()),
         ..PlanOptions::default()
@@ -94,7 +98,7 @@ fn plan_rows(p: &Project, rows: &[Row]) -> Vec<Graph> {
         .graphs
 }
 
-fn ctx(settings: &Settings) -> Arc<RuntimeCtx> {
+pub(super) fn ctx(settings: &Settings) -> Arc<RuntimeCtx> {
     Arc::new(RuntimeCtx {
         settings: Arc::new(settings.clone()),
         worker: "test".into(),
@@ -146,7 +150,7 @@ fn assert_published(spec: &PlateSpec, delivery: &Path, graph: &Graph) {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-fn tracker_docs(root: &Path) -> Vec<PathBuf> {
+pub(super) fn tracker_docs(root: &Path) -> Vec<PathBuf> {
     walkdir::WalkDir::new(root.join(".iom/tracker"))
         .into_iter()
         .flatten()
@@ -244,7 +248,7 @@ fn bin(name: &str) -> PathBuf {
     }
 }
 
-fn command(p: &Project, name: &str, fault: &str) -> Command {
+pub(super) fn command(p: &Project, name: &str, fault: &str) -> Command {
     let mut c = Command::new(bin(name));
     c.env("IOM_CONFIG", &p.config)
         .env("IOM_BROKER_PASSWORD", "guest")
@@ -254,7 +258,7 @@ fn command(p: &Project, name: &str, fault: &str) -> Command {
     c
 }
 
-fn spawn_worker(p: &Project, fault: &str) -> Child {
+pub(super) fn spawn_worker(p: &Project, fault: &str) -> Child {
     command(p, "iom-worker", fault)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -262,7 +266,7 @@ fn spawn_worker(p: &Project, fault: &str) -> Child {
         .expect("spawn iom-worker")
 }
 
-struct Workers(Vec<Child>);
+pub(super) struct Workers(pub(super) Vec<Child>);
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -273,7 +277,7 @@ impl Drop for Workers {
     }
 }
 
-fn wait_for(
+pub(super) fn wait_for(
     work: &WorkDir,
     within: Duration,
     what: &str,

@@ -116,3 +116,127 @@ pub fn output() -> PlateOutput {
         jpg_2k_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg_2k".into(),
     }
 }
+
+/// A RabbitMQ node of the test's own, on free ports, for faults the shared broker
+/// must not suffer: a full restart, a short consumer timeout. Stopped and deleted
+/// on drop. Runs the node scripts directly (not Debian's wrappers, which switch to
+/// the `rabbitmq` user), with its own home (Erlang cookie), data, logs, config and
+/// an empty plugin list (so it opens no management port).
+pub struct OwnNode {
+    pub name: String,
+    pub port: u16,
+    dist_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnNode {
+    /// Starts a node with `conf` appended to its `rabbitmq.conf`.
+    pub fn start(conf: &str) -> OwnNode {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, dist_port) = (free_port(), free_port());
+        let name = format!("iomtest{:08x}@localhost", fastrand::u32(..));
+        std::fs::create_dir_all(dir.path().join("mnesia")).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(
+            dir.path().join("rabbitmq.conf"),
+            format!("listeners.tcp.default = {port}\nloopback_users = none\n{conf}\n"),
+        )
+        .unwrap();
+        let node = OwnNode {
+            name,
+            port,
+            dist_port,
+            dir,
+        };
+        node.boot();
+        node
+    }
+
+    fn env(&self, c: &mut Command) {
+        let d = self.dir.path();
+        c.env("HOME", d)
+            .env("RABBITMQ_NODENAME", &self.name)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .current_dir(d);
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
+        self.env(&mut c);
+        c.arg("-n").arg(&self.name).args(args);
+        c.output()
+            .unwrap_or_else(|e| panic!("cannot run rabbitmqctl {args:?}: {e}"))
+    }
+
+    /// Starts the node and waits until it accepts AMQP connections (at most 2 min).
+    pub fn boot(&self) {
+        let mut c = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+        self.env(&mut c);
+        let out = c.arg("-detached").output().unwrap_or_else(|e| {
+            panic!("cannot start a RabbitMQ node of the test's own: {e}; install rabbitmq-server (deploy/install-deps.sh)")
+        });
+        assert!(
+            out.status.success(),
+            "rabbitmq-server -detached failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t0 = std::time::Instant::now();
+        loop {
+            let up = self.ctl(&["-q", "status"]).status.success()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if up {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "own RabbitMQ node {} did not come up; logs in {}",
+                self.name,
+                self.dir.path().join("log").display()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let out = self.ctl(&["-q", "enable_feature_flag", "all"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the node (a clean shutdown: what a broker restart does).
+    pub fn stop(&self) {
+        let out = self.ctl(&["-q", "stop"]);
+        assert!(
+            out.status.success(),
+            "rabbitmqctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The AMQP URL of the default vhost.
+    pub fn url(&self) -> String {
+        format!("amqp://guest@127.0.0.1:{}/%2f", self.port)
+    }
+}
+
+impl Drop for OwnNode {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["-q", "stop"]);
+    }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

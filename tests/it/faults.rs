@@ -1,0 +1,417 @@
+//! Fault injection (issue 8): real `iom-worker` processes on real RabbitMQ, faults
+//! injected at random points, and after every run the same guarantees checked:
+//!
+//! - every graph reaches a terminal state, and no task is lost;
+//! - no tracker entity exists twice;
+//! - every published file matches the checksum its completion record holds;
+//! - nothing half-written is visible under the publish root.
+//!
+//! Short form here (CI); long form (20+ kill trials): `deploy/faults.sh`, which
+//! sets `IOM_FAULT_TRIALS`. Each trial prints its seed; `IOM_FAULT_SEED=<seed>`
+//! replays it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use iom::queue::{Broker, BrokerConfig};
+use iom::runtime;
+use iom::sample::{self, PlateSpec};
+use iom::store::{GraphState, WorkDir};
+use iom::task::Graph;
+use iom::worker::BrokerTransport;
+
+use super::publish::{
+    ctx, plan_rows, project, project_at, row, spawn_worker, tracker_docs, Project, Workers,
+};
+use super::support::{OwnNode, Vhost};
+
+/// Plates per publish.
+const PLATES: usize = 10;
+/// Frames per plate.
+const FRAMES: i64 = 12;
+
+/// Ten small EXR plates, planned as ten shots of sequence ABC.
+fn ten_plates(p: &Project) -> Vec<Graph> {
+    let rows: Vec<_> = (0..PLATES)
+        .map(|i| {
+            let spec = PlateSpec::exr(
+                &format!("A{i:03}"),
+                &format!("A{i:03}C001."),
+                64,
+                36,
+                FRAMES,
+            );
+            sample::write_plate(&p.delivery, &spec).unwrap();
+            row(&p.delivery, &spec, &format!("ABC_{:04}", (i + 1) * 10))
+        })
+        .collect();
+    let graphs = plan_rows(p, &rows);
+    assert_eq!(graphs.len(), PLATES);
+    graphs
+}
+
+/// Creates the work folders and publishes every root, on one connection.
+fn submit_all(p: &Project, graphs: &[Graph]) -> Vec<WorkDir> {
+    let works: Vec<WorkDir> = graphs.iter().map(|g| WorkDir::create(g).unwrap()).collect();
+    let cfg = BrokerConfig::from_settings(&p.settings.broker).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    std::env::set_var("IOM_BROKER_PASSWORD", "guest");
+    rt.block_on(async {
+        let broker = Broker::connect(&cfg).await.unwrap();
+        broker.declare_topology().await.unwrap();
+        let t = BrokerTransport::open(&broker, "submitter").await.unwrap();
+        let c = ctx(&p.settings);
+        for w in &works {
+            runtime::submit(w, &c, &t).await.unwrap();
+        }
+        t.flush_events(Duration::from_secs(5)).await;
+        broker.close().await;
+    });
+    works
+}
+
+/// Waits until every graph is terminal (at most `within`).
+fn wait_terminal(works: &[WorkDir], within: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let running: Vec<_> = works
+            .iter()
+            .map(|w| w.status().unwrap())
+            .filter(|s| s.state == GraphState::Running)
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "{} graph(s) still running after {within:?}: {:#?}",
+            running.len(),
+            running[0]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The guarantees, checked after a run in which every graph should have succeeded.
+fn assert_guarantees(p: &Project, graphs: &[Graph], works: &[WorkDir]) {
+    // Terminal, succeeded, nothing lost: every task has its completion record.
+    let mut recorded = BTreeSet::new();
+    for (g, w) in graphs.iter().zip(works) {
+        let s = w.status().unwrap();
+        assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
+        for n in &g.nodes {
+            let rec = w
+                .completion(&n.id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("task {} lost: no completion record", n.id));
+            // Every published file matches its recorded checksum.
+            for out in &rec.outputs {
+                let bytes = std::fs::read(&out.path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", out.path.display()));
+                assert_eq!(bytes.len() as u64, out.size, "{}", out.path.display());
+                assert_eq!(
+                    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)),
+                    out.xxh3,
+                    "{} does not match its completion record",
+                    out.path.display()
+                );
+                recorded.insert(out.path.clone());
+            }
+        }
+    }
+    // Nothing half-written: no temporary file, and every file under the publish
+    // root is one a completion record vouches for.
+    let seq = p.root.join("seq");
+    for e in walkdir::WalkDir::new(&seq).into_iter().flatten() {
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy();
+        assert!(
+            !name.contains(iom::steps::TEMP_MARKER),
+            "half-written file left: {}",
+            e.path().display()
+        );
+        assert!(
+            recorded.contains(e.path()),
+            "{} is under the publish root but no completion record lists it",
+            e.path().display()
+        );
+    }
+    // No duplicate tracker entity: one document per natural key, one key per shot.
+    let mut per_kind: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for d in tracker_docs(&p.root) {
+        let kind = d
+            .parent()
+            .and_then(Path::file_name)
+            .map(|k| k.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&d).unwrap()).unwrap();
+        let id = doc["id"].to_string();
+        assert!(
+            ids.insert((kind.clone(), id.clone())),
+            "duplicate {kind} id {id}"
+        );
+        *per_kind.entry(kind).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = [
+        ("sequences", 1),
+        ("shots", PLATES),
+        ("versions", PLATES),
+        ("published_files", PLATES),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(per_kind, expected, "tracker entities");
+}
+
+fn trials() -> u64 {
+    std::env::var("IOM_FAULT_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2)
+}
+
+fn seed() -> u64 {
+    std::env::var("IOM_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+/// kill -9 of workers at random points of a 10-plate publish, then replacement
+/// workers; repeated `IOM_FAULT_TRIALS` times with fresh seeds.
+#[test]
+fn kill_nine_workers_at_random_points() {
+    let base = seed();
+    for trial in 0..trials() {
+        let seed = base.wrapping_add(trial);
+        eprintln!("kill -9 trial {trial}: IOM_FAULT_SEED={seed}");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let vh = Vhost::new();
+        let p = project("probe, copy, thumbnail, register, cleanup", Some(&vh));
+        let graphs = ten_plates(&p);
+        let works = submit_all(&p, &graphs);
+        // Copies are slowed a little so kills land mid-copy as well as between steps.
+        let fault = "copy:frame_ms:15";
+        let mut workers = Workers(vec![spawn_worker(&p, fault), spawn_worker(&p, fault)]);
+        let kills = rng.usize(2..=4);
+        let mut killed = 0;
+        let t0 = Instant::now();
+        while killed < kills {
+            std::thread::sleep(Duration::from_millis(rng.u64(150..900)));
+            let all_done = works
+                .iter()
+                .all(|w| w.status().unwrap().state != GraphState::Running);
+            if all_done {
+                break;
+            }
+            let victim = rng.usize(..workers.0.len());
+            let mut child = workers.0.swap_remove(victim);
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            killed += 1;
+            workers.0.push(spawn_worker(&p, fault));
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "trial {trial} stuck"
+            );
+        }
+        wait_terminal(&works, Duration::from_secs(120));
+        eprintln!(
+            "trial {trial}: {killed} worker(s) killed, {:?}",
+            t0.elapsed()
+        );
+        assert_guarantees(&p, &graphs, &works);
+        drop(workers);
+    }
+}
+
+/// A full broker restart mid-publish (on a node of the test's own: the shared
+/// broker is left alone). Workers reconnect, re-declare and finish; nothing is
+/// lost (quorum queues and persistent messages survive the restart).
+#[test]
+fn broker_restart_mid_publish() {
+    let node = OwnNode::start("");
+    let p = project_at(
+        "probe, copy, thumbnail, register, cleanup",
+        &node.url(),
+        "t",
+    );
+    let graphs = ten_plates(&p);
+    let works = submit_all(&p, &graphs);
+    let _workers = Workers(vec![
+        spawn_worker(&p, "copy:frame_ms:40"),
+        spawn_worker(&p, "copy:frame_ms:40"),
+    ]);
+    // Let some work complete, then restart the broker.
+    let t0 = Instant::now();
+    while works
+        .iter()
+        .filter(|w| w.status().unwrap().state == GraphState::Succeeded)
+        .count()
+        < 1
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no graph finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let done_before = works
+        .iter()
+        .filter(|w| w.status().unwrap().state == GraphState::Succeeded)
+        .count();
+    node.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    node.boot();
+    wait_terminal(&works, Duration::from_secs(180));
+    eprintln!("restart after {done_before} graph(s) had succeeded");
+    assert!(
+        done_before < PLATES,
+        "the restart came too late to test anything"
+    );
+    assert_guarantees(&p, &graphs, &works);
+}
+
+/// A step that outlives the broker's consumer timeout: the broker closes the
+/// worker's channel and requeues the delivery. The worker must reconnect, the
+/// task must complete exactly once (the redelivery finds the completion record),
+/// and the graph must finish.
+#[test]
+fn a_step_longer_than_the_consumer_timeout() {
+    let node = OwnNode::start("consumer_timeout = 2000");
+    let p = project_at("probe, copy, cleanup", &node.url(), "t");
+    let spec = PlateSpec::exr("A001", "A001C001.", 32, 18, 4);
+    sample::write_plate(&p.delivery, &spec).unwrap();
+    let graphs = plan_rows(&p, &[row(&p.delivery, &spec, "ABC_0010")]);
+    let works = submit_all(&p, &graphs);
+    // The copy runs for longer than the broker's consumer timeout (the broker
+    // checks timeouts on a periodic tick, so allow a generous margin).
+    let _w = Workers(vec![spawn_worker(&p, "copy:sleep_ms:75000")]);
+    wait_terminal(&works, Duration::from_secs(240));
+    let s = works[0].status().unwrap();
+    assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
+    let copy = graphs[0]
+        .nodes
+        .iter()
+        .find(|n| n.step.kind() == iom::task::StepKind::Copy)
+        .unwrap();
+    let rec = works[0].completion(&copy.id).unwrap().unwrap();
+    assert_eq!(rec.outputs.len(), 4);
+}
+
+/// The publish root fills up mid-copy (a small tmpfs mounted over `seq/`): the
+/// copies fail transiently with ENOSPC, are retried, then dead-lettered with the
+/// reason; nothing half-written stays behind. After the disk is grown, the
+/// dead-lettered tasks are requeued and the publish completes and verifies.
+#[test]
+fn a_full_disk_under_the_publish_root() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, register, cleanup", Some(&vh));
+    let seq = p.root.join("seq");
+    std::fs::create_dir_all(&seq).unwrap();
+    let mount = Mount::tmpfs(&seq, "96k");
+    let graphs = ten_plates(&p);
+    let works = submit_all(&p, &graphs);
+    let mut workers = Workers(vec![spawn_worker(&p, "")]);
+    wait_terminal(&works, Duration::from_secs(120));
+    let failed: Vec<_> = works
+        .iter()
+        .map(|w| w.status().unwrap())
+        .filter(|s| s.state == GraphState::Failed)
+        .collect();
+    assert!(!failed.is_empty(), "96 KiB should not hold ten plates");
+    let text = format!("{failed:?}");
+    assert!(
+        text.contains("No space left"),
+        "the reason names the cause: {text}"
+    );
+    // Nothing half-written while full.
+    for e in walkdir::WalkDir::new(&seq).into_iter().flatten() {
+        assert!(
+            !e.file_name()
+                .to_string_lossy()
+                .contains(iom::steps::TEMP_MARKER),
+            "half-written file left: {}",
+            e.path().display()
+        );
+    }
+    // Grow the disk, requeue the dead letters, and the publish completes.
+    mount.resize("64m");
+    let out = super::publish::command(&p, "iom", "")
+        .args(["dlq", "requeue", "--all"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iom dlq requeue: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_terminal_after_requeue(&works, Duration::from_secs(120));
+    assert_guarantees(&p, &graphs, &works);
+    drop(workers.0.drain(..));
+    drop(mount);
+}
+
+/// After a requeue, failed graphs become running again only once a worker picks
+/// the task up; wait until every graph has succeeded.
+fn wait_terminal_after_requeue(works: &[WorkDir], within: Duration) {
+    let t0 = Instant::now();
+    while !works
+        .iter()
+        .all(|w| w.status().unwrap().state == GraphState::Succeeded)
+    {
+        assert!(
+            t0.elapsed() < within,
+            "not every graph succeeded after the requeue: {:#?}",
+            works
+                .iter()
+                .map(|w| w.status().unwrap())
+                .filter(|s| s.state != GraphState::Succeeded)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A tmpfs mounted for a test, unmounted on drop.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Mount {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs at {} (the full-disk test needs root): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(at.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
