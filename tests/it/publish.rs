@@ -297,20 +297,25 @@ pub(super) fn wait_for(
     }
 }
 
-fn submit(p: &Project, graph: &Graph) -> WorkDir {
-    let work = WorkDir::create(graph).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    // The password from a secret file, as a farm node would mount it.
+/// The project's broker config, the password from a secret file as a farm node
+/// would mount it.
+pub(super) fn broker_config(p: &Project) -> iom::queue::BrokerConfig {
     let secret = p._tmp.path().join("broker-password");
     std::fs::write(&secret, "guest\n").unwrap();
-    let cfg = iom::queue::BrokerConfig::from_settings(&iom::config::BrokerSettings {
+    iom::queue::BrokerConfig::from_settings(&iom::config::BrokerSettings {
         password: iom::config::SecretRef {
             env: None,
             file: Some(secret),
         },
         ..p.settings.broker.clone()
     })
-    .unwrap();
+    .unwrap()
+}
+
+fn submit(p: &Project, graph: &Graph) -> WorkDir {
+    let work = WorkDir::create(graph).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cfg = broker_config(p);
     rt.block_on(async {
         let broker = Broker::connect(&cfg).await.unwrap();
         broker.declare_topology().await.unwrap();
