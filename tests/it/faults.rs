@@ -23,8 +23,8 @@ use iom::task::Graph;
 use iom::worker::BrokerTransport;
 
 use super::publish::{
-    broker_config,
-    ctx, plan_rows, project, project_at, row, spawn_worker, tracker_docs, Project, Workers,
+    broker_config, ctx, plan_rows, project, project_at, row, spawn_worker, tracker_docs, Project,
+    Workers,
 };
 use super::support::{OwnNode, Vhost};
 
@@ -221,7 +221,10 @@ fn kill_nine_workers_at_random_points() {
                 "trial {trial} stuck"
             );
         }
-        assert!(killed >= 1, "trial {trial}: the publish ended before any kill");
+        assert!(
+            killed >= 1,
+            "trial {trial}: the publish ended before any kill"
+        );
         wait_terminal(&works, Duration::from_secs(120));
         eprintln!(
             "trial {trial}: {killed} worker(s) killed, {:?}",
@@ -230,6 +233,37 @@ fn kill_nine_workers_at_random_points() {
         assert_guarantees(&p, &graphs, &works);
         drop(workers);
     }
+}
+
+/// The broker closes every connection of the vhost (`rabbitmqctl
+/// close_connection`), several times at random points of a 10-plate publish:
+/// workers reconnect, re-declare and finish; nothing is lost or duplicated.
+#[test]
+fn connections_closed_by_the_broker() {
+    let mut rng = fastrand::Rng::with_seed(seed());
+    let vh = Vhost::new();
+    let p = project("probe, copy, thumbnail, register, cleanup", Some(&vh));
+    let graphs = ten_plates(&p);
+    let works = submit_all(&p, &graphs);
+    // Slower copies: each rabbitmqctl call takes about a second.
+    let fault = "copy:frame_ms:200";
+    let workers = Workers(vec![spawn_worker(&p, fault), spawn_worker(&p, fault)]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut closed = 0;
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(rng.u64(200..800)));
+        if works
+            .iter()
+            .all(|w| w.status().unwrap().state != GraphState::Running)
+        {
+            break;
+        }
+        closed += rt.block_on(vh.close_connections());
+    }
+    assert!(closed >= 1, "no connection was closed mid-run");
+    wait_terminal(&works, Duration::from_secs(120));
+    assert_guarantees(&p, &graphs, &works);
+    drop(workers);
 }
 
 /// A full broker restart mid-publish (on a node of the test's own: the shared
