@@ -197,13 +197,15 @@ fn kill_nine_workers_at_random_points() {
         let graphs = ten_plates(&p);
         let works = submit_all(&p, &graphs);
         // Copies are slowed a little so kills land mid-copy as well as between steps.
-        let fault = "copy:frame_ms:50";
+        let fault = "copy:frame_ms:120";
         let mut workers = Workers(vec![spawn_worker(&p, fault), spawn_worker(&p, fault)]);
         let kills = rng.usize(2..=4);
         let mut killed = 0;
         let t0 = Instant::now();
         while killed < kills {
-            std::thread::sleep(Duration::from_millis(rng.u64(100..700)));
+            // The first kill lands early (the publish takes a couple of seconds).
+            let ms = if killed == 0 { rng.u64(50..500) } else { rng.u64(100..900) };
+            std::thread::sleep(Duration::from_millis(ms));
             let all_done = works
                 .iter()
                 .all(|w| w.status().unwrap().state != GraphState::Running);
