@@ -82,7 +82,9 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Run => {
             if settings.broker.url.is_empty() {
-                eprintln!("iom-bridge: broker.url is empty; the bridge follows the broker's task events");
+                eprintln!(
+                    "iom-bridge: broker.url is empty; the bridge follows the broker's task events"
+                );
                 return ExitCode::from(2);
             }
             let settings = Arc::new(settings);

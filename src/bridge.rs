@@ -64,7 +64,9 @@ impl Classify for BridgeError {
 /// The work folder of graph `graph_id` (`publish.work_dir` under the project root).
 pub fn work_dir_of(settings: &Settings, graph_id: &str) -> Result<WorkDir, BridgeError> {
     if !crate::config::valid_component(graph_id) {
-        return Err(BridgeError::Usage(format!("{graph_id:?} is not a graph id")));
+        return Err(BridgeError::Usage(format!(
+            "{graph_id:?} is not a graph id"
+        )));
     }
     let vars = crate::plan::TemplateVars {
         graph: Some(graph_id.to_string()),
@@ -209,7 +211,9 @@ pub enum AwaitOutcome {
 }
 
 fn marker_path(work: &WorkDir, task: &TaskId) -> PathBuf {
-    work.path().join("tractor").join(format!("{}.failed", task.0))
+    work.path()
+        .join("tractor")
+        .join(format!("{}.failed", task.0))
 }
 
 fn reported_failure(work: &WorkDir, task: &TaskId) -> Option<u32> {
@@ -255,7 +259,10 @@ pub async fn requeue(
     let r = async {
         let publisher = broker.publisher().await?;
         publisher
-            .publish_task(&msg, &[("x-iom-requeued-by".to_string(), "tractor".to_string())])
+            .publish_task(
+                &msg,
+                &[("x-iom-requeued-by".to_string(), "tractor".to_string())],
+            )
             .await
     }
     .await;
@@ -301,7 +308,10 @@ pub async fn await_task(
                 reason, attempt, ..
             } => {
                 if requeued_over.is_some_and(|n| *attempt <= n) {
-                    (format!("iom: requeued after attempt {attempt}; waiting for a worker"), 5)
+                    (
+                        format!("iom: requeued after attempt {attempt}; waiting for a worker"),
+                        5,
+                    )
                 } else if reported_failure(&work, &tid) == Some(*attempt) {
                     let next = work.current_attempt(&tid)?.unwrap_or(0).max(*attempt) + 1;
                     requeue(settings, &work, &tid, next).await?;

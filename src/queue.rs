@@ -1012,19 +1012,25 @@ impl Broker {
         let queue = format!("{}.{queue_name}", self.names.prefix);
         let ch = self.channel("event consumer").await?;
         let after = self.cfg.confirm_timeout;
-        timed(format!("exchange.declare {}", self.names.events_exchange()), after, async {
-            ch.exchange_declare(
-                short(&self.names.events_exchange(), "exchange name")?,
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| self.declare_err(format!("exchange {}", self.names.events_exchange()), e))
-        })
+        timed(
+            format!("exchange.declare {}", self.names.events_exchange()),
+            after,
+            async {
+                ch.exchange_declare(
+                    short(&self.names.events_exchange(), "exchange name")?,
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    self.declare_err(format!("exchange {}", self.names.events_exchange()), e)
+                })
+            },
+        )
         .await?;
         let args = quorum_args();
         self.declare_queue(&ch, &queue, args).await?;

@@ -162,7 +162,11 @@ pub fn run_jobs(settings: &Settings, cmd: JobsCommand) -> anyhow::Result<u8> {
                 'f' => {
                     print(&job, &tasks, true, args.json);
                     let failed = tasks.iter().any(|t| t.state == "error");
-                    return Ok(if failed { code::FAILED } else { state_code(state) });
+                    return Ok(if failed {
+                        code::FAILED
+                    } else {
+                        state_code(state)
+                    });
                 }
                 _ => {
                     print(&job, &tasks, false, args.json);

@@ -219,7 +219,11 @@ struct Rc {
 
 impl EngineClient {
     /// A client for `engine` (`host:port`).
-    pub fn new(engine: impl Into<String>, user: impl Into<String>, password: Option<Secret>) -> Self {
+    pub fn new(
+        engine: impl Into<String>,
+        user: impl Into<String>,
+        password: Option<Secret>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
@@ -289,9 +293,15 @@ impl EngineClient {
         })?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| EngineError::Reply {
             verb: what.clone(),
-            why: format!("HTTP {status}, not JSON ({e}): {}", text.chars().take(200).collect::<String>()),
+            why: format!(
+                "HTTP {status}, not JSON ({e}): {}",
+                text.chars().take(200).collect::<String>()
+            ),
         })?;
-        let rc: Rc = serde_json::from_value(v.clone()).unwrap_or(Rc { rc: 0, msg: String::new() });
+        let rc: Rc = serde_json::from_value(v.clone()).unwrap_or(Rc {
+            rc: 0,
+            msg: String::new(),
+        });
         if status != 200 || rc.rc != 0 {
             return Err(EngineError::Refused {
                 verb: what,
@@ -326,7 +336,10 @@ impl EngineClient {
             )
             .await?;
         v.get("jid")
-            .and_then(|j| j.as_u64().or_else(|| j.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|j| {
+                j.as_u64()
+                    .or_else(|| j.as_str().and_then(|s| s.parse().ok()))
+            })
             .filter(|j| *j > 0)
             .ok_or_else(|| EngineError::Reply {
                 verb: "spool".into(),
@@ -351,7 +364,11 @@ impl EngineClient {
         let v = self
             .call(
                 "monitor",
-                &[("q", "login".into()), ("user", self.user.clone()), ("c", proof)],
+                &[
+                    ("q", "login".into()),
+                    ("user", self.user.clone()),
+                    ("c", proof),
+                ],
                 None,
             )
             .await?;
@@ -376,11 +393,17 @@ impl EngineClient {
     }
 
     /// A call that needs a session; logs in again once when the session is refused.
-    async fn authed(&self, verb: &str, mut q: Vec<(&str, String)>) -> Result<serde_json::Value, EngineError> {
+    async fn authed(
+        &self,
+        verb: &str,
+        mut q: Vec<(&str, String)>,
+    ) -> Result<serde_json::Value, EngineError> {
         let tsid = self.tsid().await?;
         q.push(("tsid", tsid));
         match self.call(verb, &q, None).await {
-            Err(EngineError::Refused { status: 401 | 403, .. }) => {
+            Err(EngineError::Refused {
+                status: 401 | 403, ..
+            }) => {
                 *self.tsid.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 let t = self.login().await?;
                 q.pop();
@@ -391,7 +414,12 @@ impl EngineClient {
         }
     }
 
-    async fn select(&self, table: &str, clause: &str, cols: &str) -> Result<Vec<serde_json::Value>, EngineError> {
+    async fn select(
+        &self,
+        table: &str,
+        clause: &str,
+        cols: &str,
+    ) -> Result<Vec<serde_json::Value>, EngineError> {
         let q = format!(
             "tractorselect('{table}', '{}', '{cols}', '', NULL, 'f', '')",
             clause.replace('\'', "''")
@@ -445,7 +473,11 @@ impl EngineClient {
     /// The tasks of job `jid`.
     pub async fn tasks(&self, jid: u64) -> Result<Vec<TaskInfo>, EngineError> {
         let rows = self
-            .select("task", &format!("jid={jid}"), "jid,tid,title,id,state,progress,retrycount")
+            .select(
+                "task",
+                &format!("jid={jid}"),
+                "jid,tid,title,id,state,progress,retrycount",
+            )
             .await?;
         rows.into_iter()
             .map(|r| {
@@ -457,7 +489,12 @@ impl EngineClient {
             .collect()
     }
 
-    async fn queue(&self, q: &str, jid: u64, extra: Vec<(&str, String)>) -> Result<(), EngineError> {
+    async fn queue(
+        &self,
+        q: &str,
+        jid: u64,
+        extra: Vec<(&str, String)>,
+    ) -> Result<(), EngineError> {
         let mut params = vec![("q", q.to_string()), ("jid", jid.to_string())];
         params.extend(extra);
         self.authed("queue", params).await.map(|_| ())
@@ -465,28 +502,37 @@ impl EngineClient {
 
     /// Retries one task.
     pub async fn retry(&self, jid: u64, tid: u64) -> Result<(), EngineError> {
-        self.queue("tretry", jid, vec![("tid", tid.to_string())]).await
+        self.queue("tretry", jid, vec![("tid", tid.to_string())])
+            .await
     }
 
     /// Retries every errored task of a job.
     pub async fn retry_errors(&self, jid: u64) -> Result<(), EngineError> {
-        self.queue("jretry", jid, vec![("tsubset", "error".into())]).await
+        self.queue("jretry", jid, vec![("tsubset", "error".into())])
+            .await
     }
 
     /// Skips one task (it counts as done).
     pub async fn skip(&self, jid: u64, tid: u64) -> Result<(), EngineError> {
-        self.queue("tskip", jid, vec![("tid", tid.to_string())]).await
+        self.queue("tskip", jid, vec![("tid", tid.to_string())])
+            .await
     }
 
     /// Pauses or unpauses a job.
     pub async fn pause(&self, jid: u64, paused: bool) -> Result<(), EngineError> {
-        self.queue("jattr", jid, vec![("set_pause", u8::from(paused).to_string())])
-            .await
+        self.queue(
+            "jattr",
+            jid,
+            vec![("set_pause", u8::from(paused).to_string())],
+        )
+        .await
     }
 
     /// Interrupts a task (kills it, leaves it in error) or the whole job.
     pub async fn interrupt(&self, jid: u64, tid: Option<u64>) -> Result<(), EngineError> {
-        let extra = tid.map(|t| vec![("tid", t.to_string())]).unwrap_or_default();
+        let extra = tid
+            .map(|t| vec![("tid", t.to_string())])
+            .unwrap_or_default();
         self.queue("jinterrupt", jid, extra).await
     }
 }

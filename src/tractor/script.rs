@@ -287,7 +287,10 @@ impl<'a> Parser<'a> {
             }
             b'0'..=b'7' => {
                 let st = self.i;
-                while self.i < self.s.len() && self.i - st < 3 && (b'0'..=b'7').contains(&self.s[self.i]) {
+                while self.i < self.s.len()
+                    && self.i - st < 3
+                    && (b'0'..=b'7').contains(&self.s[self.i])
+                {
                     self.i += 1;
                 }
                 let v = u32::from_str_radix(&self.text[st..self.i], 8).unwrap_or(0) & 0xff;
@@ -510,11 +513,8 @@ const OPERATORS: [&str; 7] = [
     "Assign",
 ];
 
-fn options(
-    operator: &str,
-    words: &[String],
-) -> Result<BTreeMap<String, String>, ScriptError> {
-    if words.len() % 2 != 0 {
+fn options(operator: &str, words: &[String]) -> Result<BTreeMap<String, String>, ScriptError> {
+    if !words.len().is_multiple_of(2) {
         return Err(ScriptError::Malformed {
             operator: operator.into(),
             message: format!("option {:?} has no value", words[words.len() - 1]),
@@ -675,7 +675,11 @@ pub fn validate(script: &str) -> Result<Job, ScriptError> {
         }
         titles.insert(t.title.clone());
     }
-    fn check(nodes: &[JobNode], ids: &BTreeSet<String>, titles: &BTreeSet<String>) -> Result<(), ScriptError> {
+    fn check(
+        nodes: &[JobNode],
+        ids: &BTreeSet<String>,
+        titles: &BTreeSet<String>,
+    ) -> Result<(), ScriptError> {
         for n in nodes {
             match n {
                 JobNode::Instance(r) if !ids.contains(r) && !titles.contains(r) => {
@@ -758,7 +762,11 @@ pub fn job_script(graph: &Graph, cfg: &TractorSettings) -> String {
         .flat_map(|n| n.deps.iter().map(|d| d.0.as_str()))
         .collect();
     let mut written = BTreeSet::new();
-    for n in graph.nodes.iter().filter(|n| !dependents.contains(n.id.0.as_str())) {
+    for n in graph
+        .nodes
+        .iter()
+        .filter(|n| !dependents.contains(n.id.0.as_str()))
+    {
         write_task(graph, n, cfg, 1, &mut written, &mut out);
     }
     out.push_str("}\n");
@@ -822,7 +830,11 @@ mod tests {
         ];
         for (input, _canon) in v {
             let q = quote_word(input);
-            assert_eq!(split_list(&q).unwrap(), vec![input.to_string()], "{input:?} -> {q}");
+            assert_eq!(
+                split_list(&q).unwrap(),
+                vec![input.to_string()],
+                "{input:?} -> {q}"
+            );
         }
         assert_eq!(quote_word("a}b"), "a\\}b");
         assert_eq!(quote_word("has space"), "{has space}");

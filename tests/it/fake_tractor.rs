@@ -158,10 +158,18 @@ async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if ct != "application/tractor-spool" {
-                return refuse(StatusCode::BAD_REQUEST, 1, format!("bad content type {ct:?}"));
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    1,
+                    format!("bad content type {ct:?}"),
+                );
             }
-            if q.get("blocking").map(String::as_str) != Some("spool") || q.get("spvers").is_none() {
-                return refuse(StatusCode::BAD_REQUEST, 1, "missing spvers or blocking=spool");
+            if q.get("blocking").map(String::as_str) != Some("spool") || !q.contains_key("spvers") {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    1,
+                    "missing spvers or blocking=spool",
+                );
             }
             match script::validate(&body) {
                 Ok(job) => {
@@ -184,7 +192,11 @@ async fn handle(
                 }
                 Err(err) => {
                     e.rejected.push(err.to_string());
-                    refuse(StatusCode::BAD_REQUEST, 1, format!("job script parse error: {err}"))
+                    refuse(
+                        StatusCode::BAD_REQUEST,
+                        1,
+                        format!("job script parse error: {err}"),
+                    )
                 }
             }
         }
@@ -233,7 +245,9 @@ async fn handle(
                 .map(str::to_string);
             let jobs = e.jobs.iter().filter(|j| {
                 jid.is_none_or(|n| j.jid == n)
-                    && like.as_ref().is_none_or(|l| j.comment.contains(l.as_str()) && !j.deleted)
+                    && like
+                        .as_ref()
+                        .is_none_or(|l| j.comment.contains(l.as_str()) && !j.deleted)
             });
             let rows: Vec<Value> = match table {
                 "job" => jobs
@@ -274,7 +288,9 @@ async fn handle(
             for t in job.tasks.iter_mut() {
                 let hit = tid.is_none_or(|n| t.tid == n);
                 match op.as_str() {
-                    "tretry" if hit && tid.is_some() && matches!(t.state.as_str(), "error" | "done") => {
+                    "tretry"
+                        if hit && tid.is_some() && matches!(t.state.as_str(), "error" | "done") =>
+                    {
                         t.state = "blocked".into();
                         t.retrycount += 1;
                     }
@@ -400,7 +416,12 @@ fn blade(
 impl FakeTractor {
     /// Starts the engine on `port` (0: any free port). The blade runs proxy
     /// commands (`iom-bridge …`) as `bridge_bin` with `env`.
-    pub fn start(port: u16, bridge_bin: PathBuf, env: Vec<(String, String)>, logs: PathBuf) -> FakeTractor {
+    pub fn start(
+        port: u16,
+        bridge_bin: PathBuf,
+        env: Vec<(String, String)>,
+        logs: PathBuf,
+    ) -> FakeTractor {
         let state: Shared = Arc::new(Mutex::new(Engine::default()));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -454,4 +475,3 @@ impl Drop for FakeTractor {
         }
     }
 }
-

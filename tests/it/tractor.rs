@@ -132,7 +132,10 @@ fn golden_job_scripts_for_org_ref_lib_and_mov_graphs() {
         let service = if ty == "lib" { "lib" } else { "Linux64" };
         assert_eq!(job.attrs["service"], service, "{name}");
         assert_eq!(job.attrs["priority"], "100.0");
-        assert_eq!(split_list(&job.attrs["tags"]).unwrap(), vec!["iom", "publish"]);
+        assert_eq!(
+            split_list(&job.attrs["tags"]).unwrap(),
+            vec!["iom", "publish"]
+        );
         assert_eq!(split_list(&job.attrs["projects"]).unwrap(), vec!["demo"]);
         check_golden(name, &text);
     }
@@ -146,9 +149,46 @@ fn golden_job_scripts_for_org_ref_lib_and_mov_graphs() {
 // ---------------------------------------------------------------------------
 
 const NASTY: [&str; 40] = [
-    " ", "  ", "{", "}", "{}", "}{", "[", "]", "$", "$x", "\"", ";", "\\", "\\\\", "\\{",
-    "\\}", "\n", "\t", "\r", "#", "a", "b", "Z", "0", "_", "-", ".", "/", "é", "日本", "ß",
-    "\u{a0}", "\u{2028}", "🎬", "#{", "\\\n", "sh 010", "plate.####.exr", "{a b}", "x",
+    " ",
+    "  ",
+    "{",
+    "}",
+    "{}",
+    "}{",
+    "[",
+    "]",
+    "$",
+    "$x",
+    "\"",
+    ";",
+    "\\",
+    "\\\\",
+    "\\{",
+    "\\}",
+    "\n",
+    "\t",
+    "\r",
+    "#",
+    "a",
+    "b",
+    "Z",
+    "0",
+    "_",
+    "-",
+    ".",
+    "/",
+    "é",
+    "日本",
+    "ß",
+    "\u{a0}",
+    "\u{2028}",
+    "🎬",
+    "#{",
+    "\\\n",
+    "sh 010",
+    "plate.####.exr",
+    "{a b}",
+    "x",
 ];
 
 fn adversarial(rng: &mut fastrand::Rng, bmp_only: bool) -> String {
@@ -173,10 +213,18 @@ fn adversarial_names_round_trip_through_the_quoting() {
             .collect();
         for w in &words {
             let q = quote_word(w);
-            assert_eq!(split_list(&q).unwrap(), vec![w.clone()], "case {case}: {w:?} -> {q:?}");
+            assert_eq!(
+                split_list(&q).unwrap(),
+                vec![w.clone()],
+                "case {case}: {w:?} -> {q:?}"
+            );
         }
         let l = quote_list(&words);
-        assert_eq!(split_list(&split_list(&l).unwrap()[0]).unwrap(), words, "case {case}: {l:?}");
+        assert_eq!(
+            split_list(&split_list(&l).unwrap()[0]).unwrap(),
+            words,
+            "case {case}: {l:?}"
+        );
         // Inside a whole job script: titles and argv come back as written.
         let text = format!(
             "Job -title {} -subtasks {{\n  Task {} -id t1 -cmds {{\n    RemoteCmd {} -service x\n  }}\n  Task b -subtasks {{Instance t1}}\n}}\n",
@@ -320,7 +368,8 @@ fn fake_engine_refuses_malformed_scripts_and_wrong_content_types() {
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
-    let good = "Job -title {x} -subtasks {\n  Task {a} -id a\n  Task {b} -subtasks {Instance a}\n}\n";
+    let good =
+        "Job -title {x} -subtasks {\n  Task {a} -id a\n  Task {b} -subtasks {Instance a}\n}\n";
     for bad in [
         "Job -title {x} -subtasks {Task {bad}}}",
         "Job -title {x} -subtasks {Task {a}",
@@ -407,7 +456,10 @@ fn spawn_bridge(p: &Project, vh: &Vhost, engine: &str) -> Proc {
     // Its durable queue exists once it consumes: events from then on are kept.
     let t0 = Instant::now();
     while !rabbitmqctl(&["list_queues", "-p", &vh.name, "name"]).contains("t.tractor-bridge") {
-        assert!(t0.elapsed() < Duration::from_secs(30), "bridge queue never declared");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "bridge queue never declared"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Proc(child)
@@ -451,14 +503,22 @@ fn submit(p: &Project, graph: &Graph) -> WorkDir {
     work
 }
 
-fn wait_job(eng: &FakeTractor, within: Duration, what: &str, f: impl Fn(&[FakeJob]) -> bool) -> Vec<FakeJob> {
+fn wait_job(
+    eng: &FakeTractor,
+    within: Duration,
+    what: &str,
+    f: impl Fn(&[FakeJob]) -> bool,
+) -> Vec<FakeJob> {
     let t0 = Instant::now();
     loop {
         let jobs = eng.jobs();
         if f(&jobs) {
             return jobs;
         }
-        assert!(t0.elapsed() < within, "timed out waiting for {what}: {jobs:#?}");
+        assert!(
+            t0.elapsed() < within,
+            "timed out waiting for {what}: {jobs:#?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -477,7 +537,13 @@ fn iom_jobs(p: &Project, eng: &str, args: &[&str]) -> (i32, String) {
 }
 
 fn id_of(g: &Graph, kind: StepKind) -> String {
-    g.nodes.iter().find(|n| n.step.kind() == kind).unwrap().id.0.clone()
+    g.nodes
+        .iter()
+        .find(|n| n.step.kind() == kind)
+        .unwrap()
+        .id
+        .0
+        .clone()
 }
 
 #[test]
@@ -496,7 +562,10 @@ fn bridge_mirrors_a_publish_and_tractor_follows_it_to_done() {
     let done_after = t0.elapsed();
     let graph_done = work.status().unwrap();
     assert_eq!(graph_done.state, GraphState::Succeeded);
-    eprintln!("tractor: job done {:.2}s after submit", done_after.as_secs_f64());
+    eprintln!(
+        "tractor: job done {:.2}s after submit",
+        done_after.as_secs_f64()
+    );
     let job = &jobs[0];
     assert_eq!(job.title, "[IOM]ABC_0010 publish");
     assert_eq!(job.service, "Linux64");
@@ -504,7 +573,12 @@ fn bridge_mirrors_a_publish_and_tractor_follows_it_to_done() {
     // Every proxy printed its step's outcome and progress, and ran after its subtasks.
     for n in &graph.nodes {
         let t = job.task(&n.id.0);
-        assert!(t.log.contains("iom: done: attempt 1"), "{}: {}", n.id, t.log);
+        assert!(
+            t.log.contains("iom: done: attempt 1"),
+            "{}: {}",
+            n.id,
+            t.log
+        );
         assert!(t.log.contains("TR_PROGRESS 100%"), "{}", t.log);
         assert_eq!(t.progress, 100.0);
         assert_eq!(t.runs, 1);
@@ -515,7 +589,10 @@ fn bridge_mirrors_a_publish_and_tractor_follows_it_to_done() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["state"], "done");
     assert_eq!(v["tasks"].as_array().unwrap().len(), graph.nodes.len());
-    assert_eq!(iom_jobs(&p, &eng.addr(), &["wait", &job.jid.to_string()]).0, 0);
+    assert_eq!(
+        iom_jobs(&p, &eng.addr(), &["wait", &job.jid.to_string()]).0,
+        0
+    );
     assert_eq!(iom_jobs(&p, &eng.addr(), &["status", "no-such-graph"]).0, 2);
     assert_eq!(iom_jobs(&p, "127.0.0.1:1", &["status", &graph.id.0]).0, 3);
 }
@@ -535,7 +612,11 @@ fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
         j.len() == 1 && j[0].task(&copy).state == "error"
     });
     let job = &jobs[0];
-    assert!(job.task(&copy).log.contains("injected permanent fault"), "{}", job.task(&copy).log);
+    assert!(
+        job.task(&copy).log.contains("injected permanent fault"),
+        "{}",
+        job.task(&copy).log
+    );
     // Dependents never ran; the graph itself failed.
     assert_eq!(job.task(&id_of(&graph, StepKind::Register)).runs, 0);
     assert_eq!(work.status().unwrap().state, GraphState::Failed);
@@ -549,10 +630,14 @@ fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
     // A wrangler retries the task in Tractor.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = iom::tractor::client::EngineClient::new(eng.addr(), "wrangler", None);
-    rt.block_on(client.retry(job.jid, job.task(&copy).tid)).unwrap();
-    let jobs = wait_job(&eng, Duration::from_secs(60), "the job done after the retry", |j| {
-        j[0].all_done()
-    });
+    rt.block_on(client.retry(job.jid, job.task(&copy).tid))
+        .unwrap();
+    let jobs = wait_job(
+        &eng,
+        Duration::from_secs(60),
+        "the job done after the retry",
+        |j| j[0].all_done(),
+    );
     let t = jobs[0].task(&copy);
     assert_eq!(t.runs, 2);
     assert_eq!(t.retrycount, 1);
@@ -573,13 +658,17 @@ fn the_bridge_restarted_mid_run_spools_no_duplicate_and_catches_up() {
     let _w = Workers(vec![super::publish::spawn_worker(&p, "copy:sleep_ms:1500")]);
     let graph = plate_graph(&p);
     let work = submit(&p, &graph);
-    wait_job(&eng, Duration::from_secs(30), "the job spooled", |j| j.len() == 1);
+    wait_job(&eng, Duration::from_secs(30), "the job spooled", |j| {
+        j.len() == 1
+    });
     // Kill the bridge mid-run (copy is still sleeping), restart it.
     drop(bridge);
     assert_ne!(work.status().unwrap().state, GraphState::Succeeded);
     let _bridge = spawn_bridge(&p, &vh, &eng.addr());
     // A second publish while the first runs, too: mirrored by the new bridge.
-    let jobs = wait_job(&eng, Duration::from_secs(60), "the job done", |j| j[0].all_done());
+    let jobs = wait_job(&eng, Duration::from_secs(60), "the job done", |j| {
+        j[0].all_done()
+    });
     assert_eq!(jobs.len(), 1, "no duplicate job");
     assert_eq!(work.status().unwrap().state, GraphState::Succeeded);
     // Bridge down while a publish runs: the publish completes; the mirror appears after.
@@ -587,15 +676,27 @@ fn the_bridge_restarted_mid_run_spools_no_duplicate_and_catches_up() {
     let b = PlateSpec::exr("B001", "B001C001.", 64, 36, 4);
     sample::write_plate(&p.delivery, &b).unwrap();
     let r = super::publish::row(&p.delivery, &b, "ABC_0020");
-    let g2 = plan::plan(&[r], &p.settings, &PlanOptions { delivery_root: Some(p.delivery.clone()), ..PlanOptions::default() }, &|_| vec![])
-        .unwrap()
-        .graphs
-        .remove(0);
+    let g2 = plan::plan(
+        &[r],
+        &p.settings,
+        &PlanOptions {
+            delivery_root: Some(p.delivery.clone()),
+            ..PlanOptions::default()
+        },
+        &|_| vec![],
+    )
+    .unwrap()
+    .graphs
+    .remove(0);
     let w2 = submit(&p, &g2);
     super::publish::wait_for(&w2, Duration::from_secs(60), "second publish", |s| {
         s.state == GraphState::Succeeded
     });
-    assert_eq!(eng.jobs().len(), 1, "nothing mirrored while the bridge is down");
+    assert_eq!(
+        eng.jobs().len(),
+        1,
+        "nothing mirrored while the bridge is down"
+    );
     let _bridge = spawn_bridge(&p, &vh, &eng.addr());
     let jobs = wait_job(&eng, Duration::from_secs(60), "the second job done", |j| {
         j.len() == 2 && j[1].all_done()
@@ -619,7 +720,11 @@ fn the_engine_down_publishes_complete_and_the_job_appears_once_when_it_is_back()
     super::publish::wait_for(&work, Duration::from_secs(60), "publish", |s| {
         s.state == GraphState::Succeeded
     });
-    assert_eq!(iom_jobs(&p, &addr, &["status", &graph.id.0]).0, 2, "not mirrored yet");
+    assert_eq!(
+        iom_jobs(&p, &addr, &["status", &graph.id.0]).0,
+        2,
+        "not mirrored yet"
+    );
     // "A minute" of engine downtime, shortened by IOM_TEST_ENGINE_DOWN_SECS.
     let down: u64 = std::env::var("IOM_TEST_ENGINE_DOWN_SECS")
         .ok()
