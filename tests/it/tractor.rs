@@ -611,6 +611,14 @@ fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
     let jobs = wait_job(&eng, Duration::from_secs(60), "copy in error", |j| {
         j.len() == 1 && j[0].task(&copy).state == "error"
     });
+    let f = work
+        .failure(&iom::task::TaskId(copy.clone()))
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "tractor: copy failure shown in Tractor {} ms after it was recorded",
+        iom::events::now_ms() - f.at_ms
+    );
     let job = &jobs[0];
     assert!(
         job.task(&copy).log.contains("injected permanent fault"),
@@ -741,4 +749,58 @@ fn the_engine_down_publishes_complete_and_the_job_appears_once_when_it_is_back()
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(eng.jobs().len(), 1, "spooled once");
     assert_eq!(iom_jobs(&p, &addr, &["status", &graph.id.0]).0, 0);
+}
+
+#[test]
+fn a_spool_whose_reply_was_lost_is_found_by_its_comment_not_spooled_again() {
+    let p = project_at(STEPS, "", "iom");
+    let tmp = tempfile::tempdir().unwrap();
+    // The blade runs `true` for every command: this test is about spooling only.
+    let eng = FakeTractor::start(0, PathBuf::from("true"), vec![], tmp.path().join("logs"));
+    let graph = plate_graph(&p);
+    WorkDir::create(&graph).unwrap();
+    let client = iom::tractor::client::EngineClient::new(eng.addr(), "iom", None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A bridge spooled the job, then died before recording the jid: only the
+    // pending entry it wrote before spooling is on disk.
+    let jid = rt
+        .block_on(client.spool(&script::job_script(&graph, &p.settings.tractor)))
+        .unwrap();
+    let path = iom::tractor::JobRecords::path_for(&p.settings);
+    let mut records = iom::tractor::JobRecords::load(&path).unwrap();
+    records
+        .put(
+            &graph.id.0,
+            iom::tractor::JobRecord {
+                jid: 0,
+                title: "pending".into(),
+                spooled_at_ms: 0,
+            },
+        )
+        .unwrap();
+    let mut records = iom::tractor::JobRecords::load(&path).unwrap();
+    let got = rt
+        .block_on(iom::bridge::mirror_graph(
+            &p.settings,
+            &client,
+            &mut records,
+            &graph.id.0,
+        ))
+        .unwrap();
+    assert_eq!(got, jid);
+    assert_eq!(eng.jobs().len(), 1, "found, not spooled again");
+    // Durable: a fresh load has the jid; mirroring again is a no-op.
+    let mut records = iom::tractor::JobRecords::load(&path).unwrap();
+    assert_eq!(records.get(&graph.id.0).unwrap().jid, jid);
+    assert_eq!(
+        rt.block_on(iom::bridge::mirror_graph(
+            &p.settings,
+            &client,
+            &mut records,
+            &graph.id.0
+        ))
+        .unwrap(),
+        jid
+    );
+    assert_eq!(eng.jobs().len(), 1);
 }
