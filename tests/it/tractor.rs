@@ -673,7 +673,7 @@ fn the_bridge_restarted_mid_run_spools_no_duplicate_and_catches_up() {
     drop(bridge);
     assert_ne!(work.status().unwrap().state, GraphState::Succeeded);
     let _bridge = spawn_bridge(&p, &vh, &eng.addr());
-    // A second publish while the first runs, too: mirrored by the new bridge.
+    // The restarted bridge consumes the rest of the run's events: no second job.
     let jobs = wait_job(&eng, Duration::from_secs(60), "the job done", |j| {
         j[0].all_done()
     });
