@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use iom::config::Settings;
 use iom::scan::{self, Progress, ScanOptions, ScanReport};
 
+#[path = "iom/jobs.rs"]
+mod jobs;
 #[path = "iom/publish.rs"]
 mod publish;
 
@@ -66,6 +68,13 @@ enum Command {
     /// Inspect and replay the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Monitor a publish's mirrored Tractor job (status, wait, failed tasks).
+    ///
+    /// Exit codes: 0 job done, 1 job failed (or deleted), 2 bad usage or the publish
+    /// is not mirrored / no such job, 3 engine unreachable, 4 still running or paused,
+    /// 5 `wait --timeout` expired.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Make one colour-managed thumbnail from a frame (EXR, DPX, JPEG).
     Thumbnail(ThumbnailArgs),
     /// Generate a sample delivery (for trying iom out and for benchmarks).
@@ -240,6 +249,7 @@ fn main() -> ExitCode {
         Command::Status(args) => publish::run_status(&settings, args),
         Command::Resume(args) => publish::run_resume(&settings, args),
         Command::Dlq(cmd) => publish::run_dlq(&settings, cmd),
+        Command::Jobs(cmd) => jobs::run_jobs(&settings, cmd),
         Command::Thumbnail(args) => run_thumbnail(&settings, args),
         Command::Sample(args) => run_sample(args),
         Command::Config => serde_yaml::to_string(&settings)

@@ -101,6 +101,46 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Where registrations go.
     pub tracker: TrackerSettings,
+    /// The Tractor mirror (job scripts, engine, bridge).
+    pub tractor: TractorSettings,
+}
+
+/// `tractor:` section (see `config/settings.yml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TractorSettings {
+    /// Engine `host:port`; `TRACTOR_ENGINE` overrides it.
+    pub engine: String,
+    /// User the bridge spools and logs in as.
+    pub user: String,
+    /// Password source (login for a `tsid` only when it resolves).
+    pub password: SecretRef,
+    /// Job title prefix (`[IOM]`).
+    pub title_prefix: String,
+    /// Job service key.
+    pub service: String,
+    /// Job service key for clip-library (`lib`) publishes.
+    pub lib_service: String,
+    /// Service key of the proxy commands (utility blades with many slots).
+    pub proxy_service: String,
+    /// Job priority.
+    pub priority: f64,
+    /// Job projects.
+    pub projects: Vec<String>,
+    /// Job tags.
+    pub tags: Vec<String>,
+    /// Job envkey.
+    pub envkey: Vec<String>,
+    /// The bridge binary as blades run it.
+    pub bridge_binary: String,
+    /// graph id -> jid record, under project.root.
+    pub state_file: String,
+    /// Bridge's durable event queue suffix (`<prefix>.<queue>`).
+    pub queue: String,
+    /// Spool retry backoff cap, in seconds.
+    pub spool_backoff_cap_secs: u64,
+    /// How often `await` re-reads the work folder, in milliseconds.
+    pub poll_ms: u64,
 }
 
 /// `publish:` section.

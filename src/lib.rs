@@ -25,7 +25,10 @@
 //! - [`embedded`]: the same graphs in-process when no broker is configured.
 //! - [`events`]: task state-change events for watchers.
 //! - [`logging`]: tracing subscriber set-up.
+//! - [`tractor`]: Tractor job scripts (Tcl), the engine client, graph → jid records.
+//! - [`bridge`]: the Tractor bridge daemon and the proxy command of mirrored tasks.
 
+pub mod bridge;
 pub mod colour;
 pub mod config;
 pub mod edl;
@@ -47,4 +50,5 @@ pub mod task;
 pub mod thumbnail;
 pub mod timecode;
 pub mod tracker;
+pub mod tractor;
 pub mod worker;

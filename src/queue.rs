@@ -1000,6 +1000,88 @@ impl Broker {
         })
     }
 
+    /// Consumes the events exchange through a durable queue of its own,
+    /// `<prefix>.<queue_name>`, bound to every task event (`task.#`), with manual
+    /// acks and a prefetch of `prefetch`. Events published while the consumer is
+    /// away wait in the queue. (For watchers such as the Tractor bridge.)
+    pub async fn event_consumer(
+        &self,
+        queue_name: &str,
+        prefetch: u16,
+    ) -> Result<TaskConsumer, QueueError> {
+        let queue = format!("{}.{queue_name}", self.names.prefix);
+        let ch = self.channel("event consumer").await?;
+        let after = self.cfg.confirm_timeout;
+        timed(
+            format!("exchange.declare {}", self.names.events_exchange()),
+            after,
+            async {
+                ch.exchange_declare(
+                    short(&self.names.events_exchange(), "exchange name")?,
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    self.declare_err(format!("exchange {}", self.names.events_exchange()), e)
+                })
+            },
+        )
+        .await?;
+        let args = quorum_args();
+        self.declare_queue(&ch, &queue, args).await?;
+        self.bind(
+            &ch,
+            &queue,
+            &self.names.events_exchange(),
+            "task.#",
+            FieldTable::default(),
+        )
+        .await?;
+        timed("basic.qos", after, async {
+            ch.basic_qos(prefetch.max(1), BasicQosOptions { global: false })
+                .await
+                .map_err(|source| QueueError::Channel {
+                    what: format!("basic.qos prefetch {prefetch}"),
+                    source: Box::new(source),
+                })
+        })
+        .await?;
+        let ctag = short(&format!("{queue_name}.events"), "consumer tag")?;
+        let consumer = timed(format!("basic.consume on {queue}"), after, async {
+            ch.basic_consume(
+                short(&queue, "queue name")?,
+                ctag.clone(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| QueueError::Consume {
+                queue: queue.clone(),
+                source: Box::new(source),
+            })
+        })
+        .await?;
+        let q = queue.clone();
+        let stream = consumer
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .map(move |d| (q.clone(), d))
+            .boxed();
+        Ok(TaskConsumer {
+            channel: ch,
+            tags: vec![ctag],
+            queues: queue,
+            stream,
+            ended: false,
+            op_timeout: after,
+        })
+    }
+
     /// `(queue, ready messages, consumers)` of every work, retry and dead queue,
     /// by passive declares (nothing is created).
     pub async fn queue_depths(&self) -> Result<Vec<(String, u32, u32)>, QueueError> {

@@ -1,5 +1,6 @@
 mod colour;
 mod edl;
+mod fake_tractor;
 mod faults;
 mod media;
 mod movie;
@@ -11,3 +12,4 @@ mod scanlist;
 mod steps;
 mod store;
 mod support;
+mod tractor;
