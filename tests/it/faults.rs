@@ -27,6 +27,7 @@ use super::publish::{
     Workers,
 };
 use super::support::{OwnNode, Vhost};
+use super::tractor::{blade_env, fake, spawn_bridge, tproject, wait_job};
 
 /// Plates per publish.
 const PLATES: usize = 10;
@@ -204,7 +205,11 @@ fn kill_nine_workers_at_random_points() {
         let t0 = Instant::now();
         while killed < kills {
             // The first kill lands early (the publish takes a couple of seconds).
-            let ms = if killed == 0 { rng.u64(50..500) } else { rng.u64(100..900) };
+            let ms = if killed == 0 {
+                rng.u64(50..500)
+            } else {
+                rng.u64(100..900)
+            };
             std::thread::sleep(Duration::from_millis(ms));
             let all_done = works
                 .iter()
@@ -235,6 +240,63 @@ fn kill_nine_workers_at_random_points() {
         assert_guarantees(&p, &graphs, &works);
         drop(workers);
     }
+}
+
+/// kill -9 of workers *and* of the Tractor bridge at random points of a 10-plate
+/// publish mirrored into the (fake) Tractor engine: besides the guarantees, every
+/// graph has exactly one Tractor job (no duplicate from a restarted bridge), and
+/// every job ends done.
+#[test]
+fn kill_nine_of_workers_and_the_bridge_while_tractor_mirrors() {
+    let seed = seed();
+    eprintln!("kill -9 with the bridge: IOM_FAULT_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let vh = Vhost::new();
+    let p = tproject(&vh);
+    let eng = fake(blade_env(&p), &p.root.join("blade-logs"), 0);
+    let mut bridge = spawn_bridge(&p, &vh, &eng.addr());
+    let graphs = ten_plates(&p);
+    let works = submit_all(&p, &graphs);
+    let fault = "copy:frame_ms:120";
+    let mut workers = Workers(vec![spawn_worker(&p, fault), spawn_worker(&p, fault)]);
+    let mut killed = 0;
+    for _ in 0..rng.usize(2..=4) {
+        std::thread::sleep(Duration::from_millis(rng.u64(50..600)));
+        if works
+            .iter()
+            .all(|w| w.status().unwrap().state != GraphState::Running)
+        {
+            break;
+        }
+        if rng.bool() {
+            drop(bridge); // SIGKILL
+            bridge = spawn_bridge(&p, &vh, &eng.addr());
+        } else {
+            let victim = rng.usize(..workers.0.len());
+            let mut child = workers.0.swap_remove(victim);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            workers.0.push(spawn_worker(&p, fault));
+        }
+        killed += 1;
+    }
+    assert!(killed >= 1, "the publish ended before any kill");
+    wait_terminal(&works, Duration::from_secs(120));
+    assert_guarantees(&p, &graphs, &works);
+    let jobs = wait_job(&eng, Duration::from_secs(60), "every job done", |j| {
+        j.len() >= PLATES && j.iter().all(|j| j.all_done())
+    });
+    let mut per_graph: BTreeMap<String, usize> = BTreeMap::new();
+    for j in &jobs {
+        *per_graph.entry(j.title.clone()).or_default() += 1;
+    }
+    assert_eq!(per_graph.len(), PLATES, "{per_graph:?}");
+    assert!(
+        per_graph.values().all(|n| *n == 1),
+        "duplicate Tractor jobs: {per_graph:?}"
+    );
+    drop(workers);
+    drop(bridge);
 }
 
 /// The broker closes every connection of the vhost (`rabbitmqctl

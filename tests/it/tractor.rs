@@ -340,7 +340,7 @@ eval $s
 // The strict fake engine.
 // ---------------------------------------------------------------------------
 
-fn fake(env: Vec<(String, String)>, logs: &Path, port: u16) -> FakeTractor {
+pub(super) fn fake(env: Vec<(String, String)>, logs: &Path, port: u16) -> FakeTractor {
     FakeTractor::start(
         port,
         PathBuf::from(env!("CARGO_BIN_EXE_iom-bridge")),
@@ -416,7 +416,7 @@ fn fake_engine_refuses_malformed_scripts_and_wrong_content_types() {
 
 const STEPS: &str = "probe, copy, thumbnail, register, cleanup";
 
-fn tproject(vh: &Vhost) -> Project {
+pub(super) fn tproject(vh: &Vhost) -> Project {
     let mut p = project_at(STEPS, &vh.url(), "t");
     let mut yaml = std::fs::read_to_string(&p.config).unwrap();
     yaml.push_str("tractor:\n  spool_backoff_cap_secs: 1\n  poll_ms: 50\n");
@@ -425,7 +425,7 @@ fn tproject(vh: &Vhost) -> Project {
     p
 }
 
-fn blade_env(p: &Project) -> Vec<(String, String)> {
+pub(super) fn blade_env(p: &Project) -> Vec<(String, String)> {
     vec![
         ("IOM_CONFIG".into(), p.config.display().to_string()),
         ("IOM_BROKER_PASSWORD".into(), "guest".into()),
@@ -433,7 +433,7 @@ fn blade_env(p: &Project) -> Vec<(String, String)> {
     ]
 }
 
-struct Proc(Child);
+pub(super) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -442,7 +442,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_bridge(p: &Project, vh: &Vhost, engine: &str) -> Proc {
+pub(super) fn spawn_bridge(p: &Project, vh: &Vhost, engine: &str) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_iom-bridge"))
         .arg("run")
         .env("IOM_CONFIG", &p.config)
@@ -503,7 +503,7 @@ fn submit(p: &Project, graph: &Graph) -> WorkDir {
     work
 }
 
-fn wait_job(
+pub(super) fn wait_job(
     eng: &FakeTractor,
     within: Duration,
     what: &str,
