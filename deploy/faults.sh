@@ -31,6 +31,7 @@ run() { # name, filter, env...
   fi
 }
 run "kill -9 of workers, $trials trials of a 10-plate publish" it::faults::kill_nine_workers_at_random_points IOM_FAULT_TRIALS="$trials"
+run "kill -9 of workers and of the Tractor bridge, fake engine mirroring" it::faults::kill_nine_of_workers_and_the_bridge_while_tractor_mirrors
 run "connections closed by the broker" it::faults::connections_closed_by_the_broker
 run "full broker restart mid-publish (own node)" it::faults::broker_restart_mid_publish
 run "a step longer than the consumer timeout (own node)" it::faults::a_step_longer_than_the_consumer_timeout
