@@ -101,6 +101,31 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Where registrations go.
     pub tracker: TrackerSettings,
+    /// Prometheus `/metrics`.
+    pub metrics: MetricsSettings,
+    /// OpenTelemetry trace export.
+    pub telemetry: TelemetrySettings,
+}
+
+/// `metrics:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port` to serve `/metrics` on; empty = off.
+    pub listen: String,
+    /// Seconds between queue depth readings exported by this process; 0 = off.
+    pub queue_depth_every_secs: u64,
+}
+
+/// `telemetry:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); empty = `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` when set, else off.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans; `OTEL_SERVICE_NAME` wins when set.
+    pub service_name: String,
 }
 
 /// `publish:` section.

@@ -25,6 +25,8 @@
 //! - [`embedded`]: the same graphs in-process when no broker is configured.
 //! - [`events`]: task state-change events for watchers.
 //! - [`logging`]: tracing subscriber set-up.
+//! - [`metrics`]: Prometheus series and the `/metrics` server.
+//! - [`telemetry`]: OpenTelemetry trace export and W3C trace context over AMQP.
 
 pub mod colour;
 pub mod config;
@@ -34,6 +36,7 @@ pub mod error;
 pub mod events;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod plan;
 pub mod queue;
 pub mod runtime;
@@ -44,6 +47,7 @@ pub mod seq;
 pub mod steps;
 pub mod store;
 pub mod task;
+pub mod telemetry;
 pub mod thumbnail;
 pub mod timecode;
 pub mod tracker;
