@@ -48,10 +48,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    iom::logging::init(
+    let mut telemetry = match iom::telemetry::init(
         &settings.logging.level,
         cli.log_json || settings.logging.format == "json",
-    );
+        &settings.telemetry,
+        "iom-worker",
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("iom-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if settings.broker.url.is_empty() {
         eprintln!("iom-worker: broker.url is empty; set it in the settings file or IOM__BROKER__URL (workers need a broker)");
         return ExitCode::from(2);
@@ -90,18 +98,55 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let result = rt.block_on(worker::run(
-        cfg,
-        ctx,
-        opts,
-        stats.clone(),
-        worker::signal_shutdown(),
-    ));
+    let metrics = (
+        ctx.settings.metrics.listen.clone(),
+        ctx.settings.metrics.queue_depth_every_secs,
+    );
+    let result = rt.block_on(async {
+        if !metrics.0.is_empty() {
+            if let Err(e) = iom::metrics::serve(&metrics.0).await {
+                eprintln!("iom-worker: {e}");
+                return Err(None);
+            }
+        }
+        if metrics.1 > 0 {
+            tokio::spawn(poll_queue_depths(
+                cfg.clone(),
+                Duration::from_secs(metrics.1),
+            ));
+        }
+        worker::run(cfg, ctx, opts, stats.clone(), worker::signal_shutdown())
+            .await
+            .map_err(Some)
+    });
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(None) => ExitCode::from(2),
+        Err(Some(e)) => {
             eprintln!("iom-worker: {e}");
             ExitCode::from(3)
         }
+    }
+}
+
+/// Reads every iom queue's depth and consumers into the metrics, on its own
+/// connection, every `every`; a failed reading is logged and tried again.
+async fn poll_queue_depths(cfg: BrokerConfig, every: Duration) {
+    let mut broker = None;
+    loop {
+        if broker.is_none() {
+            broker = iom::queue::Broker::connect(&cfg).await.ok();
+        }
+        if let Some(b) = &broker {
+            match b.queue_depths().await {
+                Ok(d) => iom::metrics::set_queue_depths(&d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read queue depths");
+                    broker = None;
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
     }
 }

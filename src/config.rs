@@ -103,6 +103,10 @@ pub struct Settings {
     pub tracker: TrackerSettings,
     /// The Tractor mirror (job scripts, engine, bridge).
     pub tractor: TractorSettings,
+    /// Prometheus `/metrics`.
+    pub metrics: MetricsSettings,
+    /// OpenTelemetry trace export.
+    pub telemetry: TelemetrySettings,
 }
 
 /// `tractor:` section (see `config/settings.yml`).
@@ -141,6 +145,27 @@ pub struct TractorSettings {
     pub spool_backoff_cap_secs: u64,
     /// How often `await` re-reads the work folder, in milliseconds.
     pub poll_ms: u64,
+}
+
+/// `metrics:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port` to serve `/metrics` on; empty = off.
+    pub listen: String,
+    /// Seconds between queue depth readings exported by this process; 0 = off.
+    pub queue_depth_every_secs: u64,
+}
+
+/// `telemetry:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); empty = `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` when set, else off.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans; `OTEL_SERVICE_NAME` wins when set.
+    pub service_name: String,
 }
 
 /// `publish:` section.

@@ -27,6 +27,8 @@
 //! - [`logging`]: tracing subscriber set-up.
 //! - [`tractor`]: Tractor job scripts (Tcl), the engine client, graph → jid records.
 //! - [`bridge`]: the Tractor bridge daemon and the proxy command of mirrored tasks.
+//! - [`metrics`]: Prometheus series and the `/metrics` server.
+//! - [`telemetry`]: OpenTelemetry trace export and W3C trace context over AMQP.
 
 pub mod bridge;
 pub mod colour;
@@ -37,6 +39,7 @@ pub mod error;
 pub mod events;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod plan;
 pub mod queue;
 pub mod runtime;
@@ -47,6 +50,7 @@ pub mod seq;
 pub mod steps;
 pub mod store;
 pub mod task;
+pub mod telemetry;
 pub mod thumbnail;
 pub mod timecode;
 pub mod tracker;

@@ -1389,6 +1389,14 @@ impl PublisherInner {
             confirm.await.map_err(publish_err)
         })
         .await;
+        let failed = match &outcome {
+            Err(_) => Some("timeout"),
+            Ok(Err(_)) => Some("error"),
+            Ok(Ok(Confirmation::Ack(None))) => None,
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Some("returned"),
+            Ok(Ok(_)) => Some("nack"),
+        };
+        failed.map(crate::metrics::publish_failed);
         match outcome {
             Err(_) => {
                 self.drop_channel().await;
@@ -1503,15 +1511,27 @@ impl Publisher {
         msg: &TaskMessage,
         extra: &[(String, String)],
     ) -> Result<(), QueueError> {
-        let props = Self::task_props(msg, Self::task_headers(msg, extra)?)?;
+        use tracing::Instrument;
+        let kind = msg.step.kind();
+        let span = crate::telemetry::producer_span(
+            &self.inner.names.work_queue(kind),
+            kind.as_str(),
+            &format!("{}#{}", msg.task_id, msg.attempt),
+        );
+        let mut extra = extra.to_vec();
+        if !extra.iter().any(|(k, _)| k == "traceparent") {
+            extra.extend(crate::telemetry::inject(&span));
+        }
+        let props = Self::task_props(msg, Self::task_headers(msg, &extra)?)?;
         self.inner
             .publish(
                 &self.inner.names.tasks_exchange(),
-                msg.step.kind().as_str(),
+                kind.as_str(),
                 true,
                 &msg.encode(),
                 props,
             )
+            .instrument(span)
             .await
     }
 

@@ -225,6 +225,8 @@ pub async fn handle<T: Transport>(
     let t0 = Instant::now();
     let result = run_step(&msg, ctx, &work).await;
     let elapsed = t0.elapsed();
+    let failed = result.as_ref().err().map(|e| e.class());
+    crate::metrics::observe_step(msg.step.kind(), failed, elapsed);
 
     match result {
         Ok(recorded) => {

@@ -71,7 +71,7 @@ impl Transport for BrokerTransport {
         self.publisher
             .publish_retry(msg, delay, reason)
             .await
-            .map(|_| ())
+            .map(|_| crate::metrics::retry_scheduled(msg.step.kind()))
             .map_err(|e| TransportError(e.to_string()))
     }
 
@@ -91,6 +91,7 @@ impl Transport for BrokerTransport {
                 None,
             )
             .await
+            .map(|()| crate::metrics::dead_lettered(msg.step.kind(), class))
             .map_err(|e| TransportError(e.to_string()))
     }
 
@@ -178,6 +179,7 @@ pub async fn run(
         };
         if !first {
             stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::reconnected();
             tracing::warn!("reconnected to the broker");
         }
         first = false;
@@ -200,10 +202,11 @@ pub async fn run(
                         stats.received.fetch_add(1, Ordering::Relaxed);
                         let permit = slots.clone().acquire_owned().await.ok();
                         let (ctx, transport, stats) = (ctx.clone(), transport.clone(), stats.clone());
-                        running.spawn(async move {
+                        let span = crate::telemetry::consumer_span(&format!("{}.tasks.{}", ctx.settings.broker.prefix, incoming.routing_key), incoming.message_id.as_deref(), incoming.headers.as_ref());
+                        running.spawn(tracing::Instrument::instrument(async move {
                             process(incoming, &ctx, &transport, &stats).await;
                             drop(permit);
-                        });
+                        }, span));
                     }
                 },
                 Some(_) = running.join_next(), if !running.is_empty() => {}
@@ -261,6 +264,7 @@ async fn process(
             {
                 Ok(()) => {
                     stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::poison_dead_lettered(kind);
                     let _ = incoming.ack().await;
                 }
                 Err(e) => {
@@ -271,8 +275,15 @@ async fn process(
             return;
         }
     };
+    let kind = msg.step.kind();
+    let _in_progress = crate::metrics::task_received(
+        kind,
+        incoming.redelivered,
+        crate::telemetry::enqueued_at_ms(incoming.headers.as_ref()),
+    );
     match runtime::handle(msg.clone(), ctx, transport).await {
         Ok(outcome) => {
+            crate::metrics::task_finished(kind, crate::metrics::outcome_label(&outcome));
             match &outcome {
                 Outcome::Succeeded | Outcome::AlreadyDone => &stats.succeeded,
                 Outcome::RetryScheduled(_) => &stats.retried,
@@ -286,6 +297,7 @@ async fn process(
             }
         }
         Err(e) => {
+            crate::metrics::task_finished(kind, "unsettled");
             tracing::warn!(task = %msg.task_id, error = %e, "not settled; requeued for another try");
             tokio::time::sleep(Duration::from_millis(500)).await;
             let _ = incoming.nack_requeue().await;

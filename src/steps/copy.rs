@@ -78,13 +78,14 @@ pub fn run(
     })?;
     fsync_dir(dir).map_err(|e| StepError::io("fsync folder", dir, &e))?;
 
-    let (mut copied, mut skipped, mut bytes) = (0u64, 0u64, 0u64);
+    let (mut copied, mut skipped, mut bytes, mut written) = (0u64, 0u64, 0u64, 0u64);
     let mut missing = Vec::new();
     let mut outputs = Vec::with_capacity(results.len());
     for r in results {
         match r {
             Done::Copied(o) => {
                 copied += 1;
+                written += o.size;
                 bytes += o.size;
                 outputs.push(o);
             }
@@ -96,6 +97,8 @@ pub fn run(
             Done::Missing(n) => missing.push(n),
         }
     }
+    // Read: the source once and the copy once (verification); written: the copies.
+    crate::metrics::observe_io(msg.step.kind(), bytes + written, written, copied + skipped);
     if !missing.is_empty() {
         tracing::warn!(task = %msg.task_id, missing = missing.len(), "source frames missing; skipped under the graph's gap policy");
     }
