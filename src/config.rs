@@ -107,6 +107,9 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// OpenTelemetry trace export.
     pub telemetry: TelemetrySettings,
+    /// The ShotGrid site (used when `site` is set).
+    #[serde(default)]
+    pub shotgrid: ShotgridSettings,
 }
 
 /// `tractor:` section (see `config/settings.yml`).
@@ -242,6 +245,57 @@ pub struct TrackerSettings {
     pub kind: String,
     /// Local tracker folder under the project root.
     pub local_dir: String,
+}
+
+/// `shotgrid:` section. Credentials are never values here: the script name
+/// and key are [`SecretRef`]s (an environment variable or a file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShotgridSettings {
+    /// Site URL (`https://studio.shotgrid.autodesk.com`); empty: no ShotGrid.
+    pub site: String,
+    /// Where the script name comes from.
+    pub script_name: SecretRef,
+    /// Where the script key comes from.
+    pub script_key: SecretRef,
+    /// Text field recording the iom task id on entities iom creates (empty: none).
+    pub task_id_field: String,
+    /// Connect timeout, ms.
+    pub connect_timeout_ms: u64,
+    /// Timeout of one API request, ms.
+    pub request_timeout_ms: u64,
+    /// Timeout of one presigned upload PUT, ms.
+    pub upload_timeout_ms: u64,
+    /// Attempts for a retryable call (reads, idempotent updates, upload PUTs)
+    /// and for a create reconciled after an ambiguous failure.
+    pub max_attempts: u32,
+    /// First back-off, ms (doubled each attempt).
+    pub backoff_base_ms: u64,
+    /// Longest back-off (and longest `Retry-After` honoured), ms.
+    pub backoff_cap_ms: u64,
+}
+
+impl Default for ShotgridSettings {
+    fn default() -> Self {
+        ShotgridSettings {
+            site: String::new(),
+            script_name: SecretRef {
+                env: Some("IOM_SHOTGRID_SCRIPT_NAME".into()),
+                file: None,
+            },
+            script_key: SecretRef {
+                env: Some("IOM_SHOTGRID_SCRIPT_KEY".into()),
+                file: None,
+            },
+            task_id_field: "sg_iom_task_id".into(),
+            connect_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
+            upload_timeout_ms: 600_000,
+            max_attempts: 5,
+            backoff_base_ms: 500,
+            backoff_cap_ms: 30_000,
+        }
+    }
 }
 
 /// `project:` section.

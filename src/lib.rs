@@ -47,6 +47,7 @@ pub mod sample;
 pub mod scan;
 pub mod scanlist;
 pub mod seq;
+pub mod shotgrid;
 pub mod steps;
 pub mod store;
 pub mod task;

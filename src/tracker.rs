@@ -59,12 +59,16 @@ pub enum TrackerError {
     /// The tracker settings are wrong.
     #[error("bad tracker settings: {0}")]
     Config(String),
+    /// A ShotGrid call failed.
+    #[error(transparent)]
+    ShotGrid(#[from] crate::shotgrid::ShotGridError),
 }
 
 impl Classify for TrackerError {
     fn class(&self) -> ErrorClass {
         match self {
             TrackerError::Io { source, .. } => io_class(source),
+            TrackerError::ShotGrid(e) => e.class(),
             _ => ErrorClass::Permanent,
         }
     }
@@ -94,9 +98,22 @@ pub trait Tracker: Send + Sync {
     ) -> Result<Vec<u32>, TrackerError>;
 }
 
-/// The tracker the settings ask for: [`LocalTracker`] for `tracker.kind: local`.
+/// The tracker the settings ask for: ShotGrid when `shotgrid.site` is set (or
+/// `tracker.kind: shotgrid`), else [`LocalTracker`]. ShotGrid credentials are
+/// resolved here, so missing ones are a startup error naming what to set.
 pub fn open_tracker(settings: &Settings) -> Result<Arc<dyn Tracker>, TrackerError> {
-    match settings.tracker.kind.trim() {
+    let kind = settings.tracker.kind.trim();
+    if kind == "shotgrid" || !settings.shotgrid.site.trim().is_empty() {
+        if settings.shotgrid.site.trim().is_empty() {
+            return Err(TrackerError::Config(
+                "tracker.kind is shotgrid but shotgrid.site is empty; set shotgrid.site to the site URL".into(),
+            ));
+        }
+        return Ok(Arc::new(crate::shotgrid::ShotGridTracker::open(
+            &settings.shotgrid,
+        )?));
+    }
+    match kind {
         "local" => {
             let rel = Path::new(&settings.tracker.local_dir);
             let escapes = rel.is_absolute()
@@ -111,9 +128,6 @@ pub fn open_tracker(settings: &Settings) -> Result<Arc<dyn Tracker>, TrackerErro
             }
             Ok(Arc::new(LocalTracker::new(settings.project.root.join(rel))))
         }
-        "shotgrid" => Err(TrackerError::NotImplemented(
-            "ShotGrid tracker is not implemented yet; set tracker.kind: local until the tracker release".into(),
-        )),
         other => Err(TrackerError::Config(format!(
             "tracker.kind {other:?} is unknown; expected local or shotgrid"
         ))),
@@ -231,6 +245,19 @@ pub struct Registration {
     pub version: VersionFields,
     /// The PublishedFile.
     pub published_file: PublishedFileFields,
+    /// Media for the Version, uploaded by trackers that store media (ShotGrid)
+    /// when the file exists.
+    #[serde(default)]
+    pub media: Vec<MediaUpload>,
+}
+
+/// A file to upload into a field of the Version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaUpload {
+    /// The Version field (`sg_uploaded_movie`, `image`, `filmstrip_image`).
+    pub field: String,
+    /// The file.
+    pub path: PathBuf,
 }
 
 /// The Version type of a seq type (original-app.md §6).
@@ -337,6 +364,20 @@ impl Registration {
                 path: frames_path,
                 sg_colorspace: info.colorspace.clone(),
             },
+            media: vec![
+                MediaUpload {
+                    field: "sg_uploaded_movie".into(),
+                    path: output.movie_path("mp4"),
+                },
+                MediaUpload {
+                    field: "image".into(),
+                    path: crate::steps::thumbnail::thumbnail_path(output),
+                },
+                MediaUpload {
+                    field: "filmstrip_image".into(),
+                    path: output.filmstrip_path(),
+                },
+            ],
         }
     }
 }
@@ -363,6 +404,9 @@ pub struct Registered {
     pub version: EntityRef,
     /// The PublishedFile.
     pub published_file: EntityRef,
+    /// Version fields whose media this registration uploaded.
+    #[serde(default)]
+    pub uploaded: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -646,6 +690,7 @@ impl Tracker for LocalTracker {
             shot,
             version,
             published_file,
+            uploaded: Vec::new(),
         })
     }
 

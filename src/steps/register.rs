@@ -44,6 +44,7 @@ pub fn run(
             "shot": reg.shot,
             "version": reg.version,
             "published_file": reg.published_file,
+            "uploaded": reg.uploaded,
         }),
     })
 }

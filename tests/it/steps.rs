@@ -800,10 +800,8 @@ fn the_tracker_kind_comes_from_settings() {
     let mut s = Settings::defaults().unwrap();
     s.tracker.kind = "shotgrid".into();
     let err = open_tracker(&s).err().unwrap();
-    assert!(matches!(err, TrackerError::NotImplemented(_)));
-    assert!(err
-        .to_string()
-        .contains("ShotGrid tracker is not implemented yet"));
+    assert!(matches!(err, TrackerError::Config(_)));
+    assert!(err.to_string().contains("shotgrid.site"), "{err}");
     assert_eq!(err.class(), ErrorClass::Permanent);
     s.tracker.kind = "local".into();
     assert!(open_tracker(&s).is_ok());
