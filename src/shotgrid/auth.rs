@@ -103,11 +103,10 @@ impl Auth {
         if !status.is_success() {
             return Err(error_from_reply("POST", path, status.as_u16(), &body));
         }
-        let t: TokenReply =
-            serde_json::from_slice(&body).map_err(|e| ShotGridError::Protocol {
-                what: "authentication".into(),
-                detail: e.to_string(),
-            })?;
+        let t: TokenReply = serde_json::from_slice(&body).map_err(|e| ShotGridError::Protocol {
+            what: "authentication".into(),
+            detail: e.to_string(),
+        })?;
         let life = Duration::from_secs(t.expires_in.unwrap_or(600));
         let margin = Duration::from_secs(60).min(life / 3);
         Ok(Token {

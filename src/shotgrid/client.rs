@@ -233,13 +233,12 @@ impl Client {
                     Call::Retryable,
                 )
                 .await?;
-            let data = reply
-                .get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| ShotGridError::Protocol {
+            let data = reply.get("data").and_then(Value::as_array).ok_or_else(|| {
+                ShotGridError::Protocol {
                     what: format!("search of {entity}"),
                     detail: "no data array".into(),
-                })?;
+                }
+            })?;
             // `links.next` exists even on the last page: stop on a short page.
             let n = data.len();
             out.extend(data.iter().cloned());

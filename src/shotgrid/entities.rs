@@ -22,9 +22,7 @@ use super::client::Client;
 use super::errors::ShotGridError;
 use crate::config::ShotgridSettings;
 use crate::error::Classify;
-use crate::tracker::{
-    version_type, EntityRef, Registered, Registration, Tracker, TrackerError,
-};
+use crate::tracker::{version_type, EntityRef, Registered, Registration, Tracker, TrackerError};
 
 /// The ShotGrid tracker.
 pub struct ShotGridTracker {
@@ -147,7 +145,11 @@ impl ShotGridTracker {
     async fn published_file_type(&self, code: &str) -> Result<i64, ShotGridError> {
         let found = self
             .client
-            .search("published_file_types", json!([["code", "is", code]]), &["code"])
+            .search(
+                "published_file_types",
+                json!([["code", "is", code]]),
+                &["code"],
+            )
             .await?;
         found
             .iter()
@@ -246,7 +248,11 @@ impl ShotGridTracker {
         let shot = link("Shot", shot_id);
         if let Some(cut) = &req.cut {
             self.client
-                .update("shots", shot_id, &serde_json::to_value(cut).unwrap_or_default())
+                .update(
+                    "shots",
+                    shot_id,
+                    &serde_json::to_value(cut).unwrap_or_default(),
+                )
                 .await?;
         }
 
@@ -276,7 +282,11 @@ impl ShotGridTracker {
 
         let pf = &req.published_file;
         let local_path = pf.path.replace('\\', "/");
-        let code = local_path.rsplit('/').next().unwrap_or(&local_path).to_string();
+        let code = local_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&local_path)
+            .to_string();
         let (pf_id, pf_created) = self
             .find_or_create(
                 "published_files",
