@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::client::error_from_reply;
+use super::client::{error_from_reply, transport_error};
 use super::errors::ShotGridError;
 use crate::config::Secret;
 
@@ -87,19 +87,25 @@ impl Auth {
             ("client_secret", self.creds.script_key.expose()),
         ];
         let path = "/api/v1/auth/access_token";
+        let t0 = std::time::Instant::now();
+        let observe = |class: &str| {
+            crate::metrics::observe_tracker_request("auth", class, t0.elapsed().as_secs_f64())
+        };
+        // The form body holds the key: it is never logged, and a transport
+        // error is built without the request (see `transport_error`).
         let reply = http
             .post(&self.url)
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form)
             .send()
             .await
-            .map_err(|e| ShotGridError::Transport {
-                method: "POST".into(),
-                path: path.into(),
-                detail: e.without_url().to_string(),
+            .map_err(|e| {
+                observe(if e.is_timeout() { "timeout" } else { "network" });
+                transport_error(&reqwest::Method::POST, path, &e)
             })?;
         let status = reply.status();
         let body = reply.bytes().await.unwrap_or_default();
+        observe(crate::metrics::status_class(status.as_u16()));
         if !status.is_success() {
             return Err(error_from_reply("POST", path, status.as_u16(), &body));
         }

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::auth::{Auth, Credentials};
 use super::errors::ShotGridError;
 use crate::config::ShotgridSettings;
+use crate::error::Classify;
 
 /// Content type of `_search` with array filters (anything else is a 415).
 pub const SEARCH_CONTENT_TYPE: &str = "application/vnd+shotgun.api3_array+json";
@@ -63,6 +64,7 @@ pub fn error_from_reply(method: &str, path: &str, status: u16, body: &[u8]) -> S
         status,
         code,
         message,
+        retry_after: None,
     }
 }
 
@@ -127,11 +129,23 @@ impl Client {
         call: Call,
     ) -> Result<Value, ShotGridError> {
         let url = format!("{}{}", self.site, path);
+        let op = op_of(&method, path);
+        // The path without its query, for errors and logs.
+        let bare = path.split('?').next().unwrap_or(path);
         let mut attempt = 0u32;
         let mut reauthed = false;
         loop {
             attempt += 1;
-            let token = self.auth.token(&self.http).await?;
+            let token = match self.auth.token(&self.http).await {
+                Ok(t) => t,
+                Err(e) if e.is_retryable() && attempt < self.max_attempts => {
+                    let wait = self.backoff(attempt, e.retry_after());
+                    tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %e, "ShotGrid authentication failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut req = self
                 .http
                 .request(method.clone(), &url)
@@ -142,15 +156,12 @@ impl Client {
                     .header(reqwest::header::CONTENT_TYPE, *ctype)
                     .body(bytes.clone());
             }
-            let (err, retry_after) = match req.send().await {
-                Err(e) => (
-                    ShotGridError::Transport {
-                        method: method.to_string(),
-                        path: path.into(),
-                        detail: e.without_url().to_string(),
-                    },
-                    None,
-                ),
+            let t0 = std::time::Instant::now();
+            let err = match req.send().await {
+                Err(e) => {
+                    observe(op, transport_class(&e), t0);
+                    transport_error(&method, bare, &e)
+                }
                 Ok(reply) => {
                     let status = reply.status();
                     let retry_after = reply
@@ -159,49 +170,44 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let bytes = match reply.bytes().await {
-                        Ok(b) => b,
+                    match reply.bytes().await {
                         Err(e) => {
-                            let err = ShotGridError::Transport {
-                                method: method.to_string(),
-                                path: path.into(),
-                                detail: e.without_url().to_string(),
-                            };
-                            if call == Call::Retryable && attempt < self.max_attempts {
-                                tokio::time::sleep(self.backoff(attempt, None)).await;
+                            observe(op, transport_class(&e), t0);
+                            transport_error(&method, bare, &e)
+                        }
+                        Ok(bytes) => {
+                            observe(op, crate::metrics::status_class(status.as_u16()), t0);
+                            if status.is_success() {
+                                if bytes.iter().all(u8::is_ascii_whitespace) {
+                                    return Ok(Value::Null);
+                                }
+                                return serde_json::from_slice(&bytes).map_err(|e| {
+                                    ShotGridError::Protocol {
+                                        what: format!("{method} {bare}"),
+                                        detail: e.to_string(),
+                                    }
+                                });
+                            }
+                            if status == StatusCode::UNAUTHORIZED && !reauthed {
+                                tracing::info!(%method, path = bare, "ShotGrid token refused (401); re-authenticating once");
+                                self.auth.invalidate(&token).await;
+                                reauthed = true;
+                                attempt -= 1;
                                 continue;
                             }
-                            return Err(err);
-                        }
-                    };
-                    if status.is_success() {
-                        if bytes.iter().all(u8::is_ascii_whitespace) {
-                            return Ok(Value::Null);
-                        }
-                        return serde_json::from_slice(&bytes).map_err(|e| {
-                            ShotGridError::Protocol {
-                                what: format!("{method} {path}"),
-                                detail: e.to_string(),
+                            let mut err =
+                                error_from_reply(method.as_str(), bare, status.as_u16(), &bytes);
+                            if let ShotGridError::Http { retry_after: r, .. } = &mut err {
+                                *r = retry_after;
                             }
-                        });
+                            err
+                        }
                     }
-                    if status == StatusCode::UNAUTHORIZED && !reauthed {
-                        tracing::info!(%method, path, "ShotGrid token refused (401); re-authenticating once");
-                        self.auth.invalidate(&token).await;
-                        reauthed = true;
-                        attempt -= 1;
-                        continue;
-                    }
-                    (
-                        error_from_reply(method.as_str(), path, status.as_u16(), &bytes),
-                        retry_after,
-                    )
                 }
             };
-            let transient = crate::error::Classify::is_retryable(&err);
-            if call == Call::Retryable && transient && attempt < self.max_attempts {
-                let wait = self.backoff(attempt, retry_after);
-                tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %err, "ShotGrid call failed; retrying");
+            if call == Call::Retryable && err.is_retryable() && attempt < self.max_attempts {
+                let wait = self.backoff(attempt, err.retry_after());
+                tracing::warn!(%method, path = bare, attempt, wait_ms = wait.as_millis() as u64, error = %err, "ShotGrid call failed; retrying");
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -269,6 +275,14 @@ impl Client {
             })
     }
 
+    /// Retires a record (`DELETE`; idempotent, retried).
+    pub async fn delete(&self, entity: &str, id: i64) -> Result<(), ShotGridError> {
+        let path = format!("/api/v1/entity/{entity}/{id}");
+        self.call(Method::DELETE, &path, None, Call::Retryable)
+            .await
+            .map(|_| ())
+    }
+
     /// Updates fields of a record (idempotent, retried).
     pub async fn update(&self, entity: &str, id: i64, data: &Value) -> Result<(), ShotGridError> {
         let path = format!("/api/v1/entity/{entity}/{id}");
@@ -282,10 +296,27 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Reads `field` of a record (`Null` when unset).
+    pub async fn read_field(
+        &self,
+        entity: &str,
+        id: i64,
+        field: &str,
+    ) -> Result<Value, ShotGridError> {
+        let path = format!("/api/v1/entity/{entity}/{id}?fields={}", urlencode(field));
+        let reply = self.call(Method::GET, &path, None, Call::Retryable).await?;
+        Ok(reply
+            .pointer(&format!("/data/attributes/{field}"))
+            .cloned()
+            .unwrap_or(Value::Null))
+    }
+
     /// Uploads `file` into `field` of a record: init, presigned PUT with a
     /// Content-Length and no Authorization, completion (201, one-space body).
     /// A failed attempt redoes all three steps (presigned URLs belong to one
-    /// init), up to the attempt bound.
+    /// init), up to the attempt bound. A completion whose reply is lost is
+    /// checked by re-reading the field (it changes when the completion
+    /// committed), so an upload is not completed twice.
     pub async fn upload(
         &self,
         entity: &str,
@@ -303,17 +334,36 @@ impl Client {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "upload".into());
+        let before = self.read_field(entity, id, field).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.upload_once(entity, id, field, &name, &bytes).await {
                 Ok(()) => return Ok(()),
-                Err(e) if e_is_transient(&e) && attempt < self.max_attempts => {
-                    let wait = self.backoff(attempt, None);
+                Err(Upload::Completion(e)) if e.is_retryable() => {
+                    // Ambiguous: the completion may have committed.
+                    let now = self.read_field(entity, id, field).await?;
+                    if !now.is_null() && now != before {
+                        tracing::info!(
+                            entity,
+                            id,
+                            field,
+                            "ambiguous upload completion reconciled: it had committed"
+                        );
+                        return Ok(());
+                    }
+                    if attempt >= self.max_attempts {
+                        return Err(e);
+                    }
+                    tracing::warn!(entity, id, field, attempt, error = %e, "ShotGrid upload completion failed; redoing all three steps");
+                    tokio::time::sleep(self.backoff(attempt, e.retry_after())).await;
+                }
+                Err(Upload::Before(e)) if e.is_retryable() && attempt < self.max_attempts => {
+                    let wait = self.backoff(attempt, e.retry_after());
                     tracing::warn!(entity, id, field, attempt, error = %e, "ShotGrid upload failed; redoing all three steps");
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(e),
+                Err(Upload::Before(e) | Upload::Completion(e)) => return Err(e),
             }
         }
     }
@@ -325,17 +375,20 @@ impl Client {
         field: &str,
         name: &str,
         bytes: &[u8],
-    ) -> Result<(), ShotGridError> {
+    ) -> Result<(), Upload> {
         let init_path = format!(
             "/api/v1/entity/{entity}/{id}/{field}/_upload?filename={}",
             urlencode(name)
         );
         let init = self
             .call(Method::GET, &init_path, None, Call::Retryable)
-            .await?;
-        let bad = |d: &str| ShotGridError::Protocol {
-            what: format!("upload init of {entity} {id} {field}"),
-            detail: d.into(),
+            .await
+            .map_err(Upload::Before)?;
+        let bad = |d: &str| {
+            Upload::Before(ShotGridError::Protocol {
+                what: format!("upload init of {entity} {id} {field}"),
+                detail: d.into(),
+            })
         };
         let data = init.get("data").cloned().ok_or_else(|| bad("no data"))?;
         let put_url = init
@@ -348,10 +401,16 @@ impl Client {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("no links.complete_upload"))?
             .to_string();
+        if !complete.starts_with("/api/") {
+            return Err(bad("links.complete_upload is not a site path"));
+        }
         // The presigned PUT: retried on its own (same URL) on 5xx/transport.
+        // No Authorization header (the URL is signed), a known length.
+        let put_path = "<presigned upload URL>";
         let mut put_attempt = 0;
         loop {
             put_attempt += 1;
+            let t0 = std::time::Instant::now();
             let sent = self
                 .http
                 .put(&put_url)
@@ -362,23 +421,27 @@ impl Client {
                 .send()
                 .await;
             let err = match sent {
-                Ok(r) if r.status().is_success() => break,
+                Ok(r) if r.status().is_success() => {
+                    observe("upload", "2xx", t0);
+                    break;
+                }
                 Ok(r) => {
                     let status = r.status().as_u16();
+                    observe("upload", crate::metrics::status_class(status), t0);
                     let body = r.bytes().await.unwrap_or_default();
-                    error_from_reply("PUT", "<presigned upload URL>", status, &body)
+                    error_from_reply("PUT", put_path, status, &body)
                 }
-                Err(e) => ShotGridError::Transport {
-                    method: "PUT".into(),
-                    path: "<presigned upload URL>".into(),
-                    detail: e.without_url().to_string(),
-                },
+                Err(e) => {
+                    observe("upload", transport_class(&e), t0);
+                    transport_error(&Method::PUT, put_path, &e)
+                }
             };
             if e_is_transient(&err) && put_attempt < self.max_attempts {
+                tracing::warn!(entity, id, field, attempt = put_attempt, error = %err, "ShotGrid upload PUT failed; retrying it");
                 tokio::time::sleep(self.backoff(put_attempt, None)).await;
                 continue;
             }
-            return Err(err);
+            return Err(Upload::Before(err));
         }
         // Completion at the path as given (it already holds /api/v1).
         let body = json!({"upload_info": data, "upload_data": {}});
@@ -388,13 +451,69 @@ impl Client {
             Some(("application/json", body.to_string().into_bytes())),
             Call::Once,
         )
-        .await?;
+        .await
+        .map_err(Upload::Completion)?;
         Ok(())
     }
 }
 
+/// Where an upload attempt failed.
+enum Upload {
+    /// Before the completion: nothing was attached.
+    Before(ShotGridError),
+    /// The completion: it may have been attached.
+    Completion(ShotGridError),
+}
+
 fn e_is_transient(e: &ShotGridError) -> bool {
-    crate::error::Classify::is_retryable(e)
+    e.is_retryable()
+}
+
+/// The metrics operation of a call: `read`, `write` or `upload`.
+fn op_of(method: &Method, path: &str) -> &'static str {
+    let bare = path.split('?').next().unwrap_or(path);
+    if bare.ends_with("/_upload") {
+        "upload"
+    } else if *method == Method::GET || bare.ends_with("/_search") {
+        "read"
+    } else {
+        "write"
+    }
+}
+
+fn transport_class(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else {
+        "network"
+    }
+}
+
+fn observe(op: &str, class: &str, t0: std::time::Instant) {
+    crate::metrics::observe_tracker_request(op, class, t0.elapsed().as_secs_f64());
+}
+
+/// A transport failure; the message never holds the URL (a presigned URL
+/// carries a signature) nor a body.
+pub(crate) fn transport_error(method: &Method, path: &str, e: &reqwest::Error) -> ShotGridError {
+    let mut detail = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "connection failed".to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    ShotGridError::Transport {
+        method: method.to_string(),
+        path: path.into(),
+        detail,
+    }
 }
 
 fn mime_of(name: &str) -> &'static str {

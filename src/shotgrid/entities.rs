@@ -9,6 +9,9 @@
 //!   the configured field (`shotgrid.task_id_field`);
 //! - a create is sent once; after an ambiguous failure (timeout, connection
 //!   lost, 429/5xx) the key is searched again before another create;
+//! - a create is followed by a search on the same key: when a concurrent
+//!   registration created a twin, the lowest id is kept and the later twin
+//!   retired (`DELETE`), so concurrent creators converge on one entity;
 //! - PublishedFileTypes are looked up before anything is written, never created.
 
 use std::collections::HashMap;
@@ -22,7 +25,7 @@ use super::client::Client;
 use super::errors::ShotGridError;
 use crate::config::ShotgridSettings;
 use crate::error::Classify;
-use crate::tracker::{version_type, EntityRef, Registered, Registration, Tracker, TrackerError};
+use crate::tracker::{EntityRef, Registered, Registration, Tracker, TrackerError};
 
 /// The ShotGrid tracker.
 pub struct ShotGridTracker {
@@ -158,24 +161,65 @@ impl ShotGridTracker {
             .ok_or_else(|| ShotGridError::UnknownPublishedFileType(code.into()))
     }
 
-    /// The lowest id matching `filters`, if any.
-    async fn find(&self, entity: &str, filters: &Value) -> Result<Option<i64>, ShotGridError> {
-        let found = self.client.search(entity, filters.clone(), &["id"]).await?;
-        let mut ids: Vec<i64> = found.iter().filter_map(record_id).collect();
-        ids.sort_unstable();
-        if ids.len() > 1 {
-            tracing::warn!(
-                entity,
-                count = ids.len(),
-                using = ids[0],
-                "ShotGrid holds duplicates of one natural key; using the lowest id"
-            );
+    /// The lowest id matching `filters`, if any. Later twins that this task
+    /// created (`own`, or rows carrying its task id in the task id field) are
+    /// retired: they come from a lost race with a concurrent registration or
+    /// from an ambiguous create, and nothing links to them yet.
+    async fn settle(
+        &self,
+        entity: &str,
+        filters: &Value,
+        task: &str,
+        own: Option<i64>,
+    ) -> Result<Option<i64>, ShotGridError> {
+        let tf = self.task_id_field.as_str();
+        let mut fields = vec!["id"];
+        if !tf.is_empty() {
+            fields.push(tf);
         }
-        Ok(ids.first().copied())
+        let found = self.client.search(entity, filters.clone(), &fields).await?;
+        let mut rows: Vec<(i64, bool)> = found
+            .iter()
+            .filter_map(|r| {
+                let id = record_id(r)?;
+                let tagged = !tf.is_empty()
+                    && r.get("attributes")
+                        .and_then(|a| a.get(tf))
+                        .and_then(Value::as_str)
+                        == Some(task);
+                Some((id, Some(id) == own || tagged))
+            })
+            .collect();
+        rows.sort_unstable();
+        let Some(&(lowest, _)) = rows.first() else {
+            return Ok(None);
+        };
+        for &(id, mine) in &rows[1..] {
+            if mine {
+                tracing::warn!(
+                    entity,
+                    id,
+                    kept = lowest,
+                    "this task made a twin of an existing entity (a concurrent registration or an ambiguous create); retiring it"
+                );
+                if let Err(e) = self.client.delete(entity, id).await {
+                    tracing::warn!(entity, id, error = %e, "cannot retire the twin; it stays, unused");
+                }
+            } else {
+                tracing::warn!(
+                    entity,
+                    id,
+                    using = lowest,
+                    "ShotGrid holds duplicates of one natural key; using the lowest id"
+                );
+            }
+        }
+        Ok(Some(lowest))
     }
 
     /// Search-then-create; after an ambiguous create failure, search again
-    /// before creating again. `(id, created)`.
+    /// before creating again; after a create, search again so concurrent
+    /// creators converge on the lowest id. `(id, created)`.
     async fn find_or_create(
         &self,
         entity: &str,
@@ -191,9 +235,9 @@ impl ShotGridTracker {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if let Some(id) = self.find(entity, &filters).await? {
+            if let Some(id) = self.settle(entity, &filters, task, None).await? {
                 if ambiguous {
-                    tracing::info!(entity, id, "ambiguous create reconciled: it had committed");
+                    tracing::info!(entity, id, "ambiguous create reconciled by searching");
                 }
                 return Ok((id, ambiguous));
             }
@@ -203,12 +247,19 @@ impl ShotGridTracker {
                         what: format!("create of {entity}"),
                         detail: "no id".into(),
                     })?;
-                    return Ok((id, true));
+                    // Search-then-create races with a concurrent registration
+                    // of the same key (another worker, another shot of the same
+                    // sequence): look again; the lowest id wins.
+                    let kept = self
+                        .settle(entity, &filters, task, Some(id))
+                        .await?
+                        .unwrap_or(id);
+                    return Ok((kept, kept == id));
                 }
                 Err(e) if e.is_retryable() && attempt < self.max_attempts => {
                     tracing::warn!(entity, attempt, error = %e, "ShotGrid create failed ambiguously; searching before any new create");
                     ambiguous = true;
-                    tokio::time::sleep(self.client.backoff(attempt, None)).await;
+                    tokio::time::sleep(self.client.backoff(attempt, e.retry_after())).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -258,6 +309,9 @@ impl ShotGridTracker {
 
         let mut vfields = obj(serde_json::to_value(&req.version).unwrap_or_default());
         vfields.retain(|_, v| !v.is_null());
+        // Version has no `version_number` field (it is in the code and on the
+        // PublishedFile); an unknown field on a write is a 400.
+        vfields.remove("version_number");
         let mut vcreate = vfields.clone();
         vcreate.insert("project".into(), project.clone());
         vcreate.insert("entity".into(), shot.clone());
@@ -348,6 +402,8 @@ impl ShotGridTracker {
         })
     }
 
+    /// Version numbers of a shot and seq type: the `version_number` of its
+    /// PublishedFiles named `<shot>_<seq type>` (Version has no number field).
     async fn find_versions_async(
         &self,
         project: &str,
@@ -365,20 +421,20 @@ impl ShotGridTracker {
             .await?;
         let mut out = Vec::new();
         for id in shots.iter().filter_map(record_id) {
-            let versions = self
+            let files = self
                 .client
                 .search(
-                    "versions",
+                    "published_files",
                     json!([
                         ["project", "is", project],
                         ["entity", "is", link("Shot", id)],
-                        ["sg_version_type", "is", version_type(seq_type)]
+                        ["name", "is", format!("{shot}_{seq_type}")]
                     ]),
                     &["version_number"],
                 )
                 .await?;
             out.extend(
-                versions
+                files
                     .iter()
                     .filter_map(|v| v.pointer("/attributes/version_number"))
                     .filter_map(Value::as_u64)

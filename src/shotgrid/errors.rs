@@ -26,6 +26,8 @@ pub enum ShotGridError {
         code: String,
         /// `errors[0].title` and `detail`.
         message: String,
+        /// The reply's `Retry-After`, when it had one.
+        retry_after: Option<std::time::Duration>,
     },
     /// No reply (connection, timeout).
     #[error("ShotGrid {method} {path}: no reply: {detail}")]
@@ -59,6 +61,16 @@ pub enum ShotGridError {
         /// Why.
         detail: String,
     },
+}
+
+impl ShotGridError {
+    /// The server's `Retry-After` on an error reply, if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ShotGridError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 impl Classify for ShotGridError {

@@ -97,6 +97,13 @@ fn wait_terminal(works: &[WorkDir], within: Duration) {
 
 /// The guarantees, checked after a run in which every graph should have succeeded.
 fn assert_guarantees(p: &Project, graphs: &[Graph], works: &[WorkDir]) {
+    assert_files_and_records(p, graphs, works);
+    assert_local_tracker(p);
+}
+
+/// Every graph succeeded, no task lost, every published file matches its
+/// record, nothing half-written.
+fn assert_files_and_records(p: &Project, graphs: &[Graph], works: &[WorkDir]) {
     // Terminal, succeeded, nothing lost: every task has its completion record.
     let mut recorded = BTreeSet::new();
     for (g, w) in graphs.iter().zip(works) {
@@ -141,7 +148,10 @@ fn assert_guarantees(p: &Project, graphs: &[Graph], works: &[WorkDir]) {
             e.path().display()
         );
     }
-    // No duplicate tracker entity: one document per natural key, one key per shot.
+}
+
+/// No duplicate local tracker entity: one document per natural key, one key per shot.
+fn assert_local_tracker(p: &Project) {
     let mut per_kind: BTreeMap<String, usize> = BTreeMap::new();
     let mut ids = BTreeSet::new();
     for d in tracker_docs(&p.root) {
@@ -453,6 +463,108 @@ fn a_full_disk_under_the_publish_root() {
     assert_guarantees(&p, &graphs, &works);
     drop(workers); // kills them before the vhost goes
     drop(mount);
+}
+
+/// Real workers register in the (fake) ShotGrid while it fails: 5xx before and
+/// after creates commit, a 503 with Retry-After, a timeout after a create
+/// committed, tokens expiring mid-run, slow uploads. Besides the guarantees,
+/// exactly one of each tracker entity, each linked right, and one thumbnail
+/// upload per Version — with two workers registering shots of one sequence at
+/// the same time.
+#[test]
+fn shotgrid_faults_under_real_workers() {
+    use super::fake_shotgrid::{FakeShotGrid, Fault};
+    let vh = Vhost::new();
+    let mut p = project("probe, copy, thumbnail, register, cleanup", Some(&vh));
+    let fake = FakeShotGrid::start(p.root.parent().unwrap());
+    let secrets = tempfile::tempdir().unwrap();
+    super::shotgrid::with_shotgrid(&mut p, &fake, secrets.path());
+    let secs = |s| Duration::from_secs(s);
+    fake.inject_n("create:Sequence", 0, 1, Fault::CommitThenStatus(502));
+    fake.inject_n(
+        "create:Shot",
+        1,
+        2,
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+    );
+    fake.inject_n("create:Shot", 4, 1, Fault::CommitThenStatus(504));
+    fake.inject_n(
+        "search:Version",
+        2,
+        2,
+        Fault::Status {
+            status: 503,
+            retry_after: Some(1),
+        },
+    );
+    fake.inject_n("create:Version", 1, 2, Fault::CommitThenStall(secs(3)));
+    fake.inject_n(
+        "create:PublishedFile",
+        3,
+        1,
+        Fault::CommitThenStall(secs(3)),
+    );
+    fake.inject_n("update:Shot", 2, 1, Fault::ExpireTokens);
+    fake.inject_n("create:PublishedFile", 6, 1, Fault::ExpireTokens);
+    fake.inject_n("upload_put", 1, 2, Fault::CommitThenStall(secs(3)));
+    fake.inject_n("upload_complete", 5, 1, Fault::CommitThenStatus(502));
+    let graphs = ten_plates(&p);
+    let works = submit_all(&p, &graphs);
+    let workers = Workers(vec![spawn_worker(&p, ""), spawn_worker(&p, "")]);
+    let t0 = Instant::now();
+    wait_terminal(&works, Duration::from_secs(240));
+    eprintln!("ShotGrid faults under real workers: {:?}", t0.elapsed());
+    drop(workers);
+    assert_files_and_records(&p, &graphs, &works);
+    assert!(
+        tracker_docs(&p.root).is_empty(),
+        "ShotGrid, not the local tracker"
+    );
+    // Every fault was served.
+    let reqs = fake.requests();
+    let served = reqs.iter().filter(|r| r.fault.is_some()).count();
+    assert_eq!(
+        served,
+        1 + 2 + 1 + 2 + 2 + 1 + 1 + 1 + 2 + 1,
+        "faults served"
+    );
+    // Exactly one of each entity.
+    let count = |e: &str| fake.entities(e).len();
+    assert_eq!(count("Sequence"), 1, "{:#?}", fake.entities("Sequence"));
+    assert_eq!(count("Shot"), PLATES);
+    assert_eq!(count("Version"), PLATES);
+    assert_eq!(count("PublishedFile"), PLATES);
+    let seq = fake.entities("Sequence")[0]["id"].clone();
+    for shot in fake.entities("Shot") {
+        assert_eq!(shot["sg_sequence"]["id"], seq, "{shot:#?}");
+        let versions: Vec<_> = fake
+            .entities("Version")
+            .into_iter()
+            .filter(|v| v["entity"]["id"] == shot["id"])
+            .collect();
+        assert_eq!(versions.len(), 1, "{shot:#?}");
+        let vid = versions[0]["id"].as_i64().unwrap();
+        let files: Vec<_> = fake
+            .entities("PublishedFile")
+            .into_iter()
+            .filter(|f| f["entity"]["id"] == shot["id"] && f["version"]["id"] == vid)
+            .collect();
+        assert_eq!(files.len(), 1, "{shot:#?}");
+        let thumbs = fake
+            .attachments()
+            .iter()
+            .filter(|a| a.id == vid && a.field == "image")
+            .count();
+        assert_eq!(thumbs, 1, "thumbnail uploads of Version {vid}");
+    }
+    let retired = fake.state.lock().unwrap().retired.len();
+    eprintln!(
+        "ShotGrid faults under real workers: {} requests, {served} faults served, {retired} concurrent twin(s) retired",
+        reqs.len()
+    );
 }
 
 /// After a requeue, failed graphs become running again only once a worker picks

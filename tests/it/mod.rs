@@ -1,5 +1,6 @@
 mod colour;
 mod edl;
+mod fake_shotgrid;
 mod fake_tractor;
 mod faults;
 mod media;
@@ -9,6 +10,7 @@ mod publish;
 mod queue;
 mod scan;
 mod scanlist;
+mod shotgrid;
 mod steps;
 mod store;
 mod support;
