@@ -68,10 +68,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    iom::logging::init(
+    let service = match cli.command {
+        Cmd::Run => "iom-bridge",
+        Cmd::Await { .. } => "iom-bridge-await",
+    };
+    let mut telemetry = match iom::telemetry::init(
         &settings.logging.level,
         cli.log_json || settings.logging.format == "json",
-    );
+        &settings.telemetry,
+        service,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("iom-bridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -89,11 +101,13 @@ fn main() -> ExitCode {
             }
             let settings = Arc::new(settings);
             let r = rt.block_on(async {
+                serve_metrics(&settings).await?;
                 tokio::select! {
                     r = bridge::run(settings) => r,
                     _ = iom::worker::signal_shutdown() => Ok(()),
                 }
             });
+            telemetry.shutdown();
             match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -115,4 +129,26 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Serves `/metrics` on `metrics.listen` (when set) and reads the depth and
+/// consumers of every iom queue into it every `metrics.queue_depth_every_secs`
+/// (15 s when 0: the bridge is the cluster's depth reader).
+async fn serve_metrics(settings: &Settings) -> Result<(), BridgeError> {
+    if settings.metrics.listen.is_empty() {
+        return Ok(());
+    }
+    iom::metrics::serve(&settings.metrics.listen)
+        .await
+        .map_err(|e| BridgeError::Usage(e.to_string()))?;
+    let cfg = iom::queue::BrokerConfig::from_settings(&settings.broker)?;
+    let every = match settings.metrics.queue_depth_every_secs {
+        0 => 15,
+        n => n,
+    };
+    tokio::spawn(iom::metrics::poll_queue_depths(
+        cfg,
+        std::time::Duration::from_secs(every),
+    ));
+    Ok(())
 }

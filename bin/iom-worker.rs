@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             }
         }
         if metrics.1 > 0 {
-            tokio::spawn(poll_queue_depths(
+            tokio::spawn(iom::metrics::poll_queue_depths(
                 cfg.clone(),
                 Duration::from_secs(metrics.1),
             ));
@@ -127,26 +127,5 @@ fn main() -> ExitCode {
             eprintln!("iom-worker: {e}");
             ExitCode::from(3)
         }
-    }
-}
-
-/// Reads every iom queue's depth and consumers into the metrics, on its own
-/// connection, every `every`; a failed reading is logged and tried again.
-async fn poll_queue_depths(cfg: BrokerConfig, every: Duration) {
-    let mut broker = None;
-    loop {
-        if broker.is_none() {
-            broker = iom::queue::Broker::connect(&cfg).await.ok();
-        }
-        if let Some(b) = &broker {
-            match b.queue_depths().await {
-                Ok(d) => iom::metrics::set_queue_depths(&d),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read queue depths");
-                    broker = None;
-                }
-            }
-        }
-        tokio::time::sleep(every).await;
     }
 }

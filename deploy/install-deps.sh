@@ -2,7 +2,8 @@
 # Installs what iom needs on Debian 12 (bookworm): FFmpeg 5.1 development
 # libraries, clang (bindgen), pkg-config, the reference tools the benchmarks
 # compare against (ffmpeg CLI, oiiotool, exrheader, hyperfine), tclsh, and
-# RabbitMQ. Safe to run again: it installs only what is missing.
+# RabbitMQ, and Prometheus (prometheus + promtool, for the observability tests).
+# Safe to run again: it installs only what is missing.
 #
 # Rust comes from rustup (Debian's rustc 1.63 is too old; iom needs >= 1.88):
 #   https://rustup.rs — then re-run this script.
@@ -12,7 +13,7 @@ need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
          libavfilter-dev libavdevice-dev clang libclang-dev pkg-config \
-         ffmpeg openimageio-tools openexr hyperfine time jq bc tcl rabbitmq-server; do
+         ffmpeg openimageio-tools openexr hyperfine time jq bc tcl rabbitmq-server prometheus; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -174,7 +174,11 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), BridgeError> {
             let mut delay = Duration::from_millis(250);
             loop {
                 match mirror_graph(&settings, &client, &mut records, &gid).await {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        let lag_ms = crate::events::now_ms() - ev.at_ms;
+                        crate::metrics::observe_tractor_sync_lag(lag_ms as f64 / 1000.0);
+                        break;
+                    }
                     Err(e) if e.class() == ErrorClass::Transient => {
                         tracing::warn!(graph = %gid, error = %e, retry_in = ?delay, "cannot mirror yet");
                         tokio::time::sleep(delay).await;

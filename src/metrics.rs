@@ -4,7 +4,29 @@
 //! - every name starts with `iom_`; counters end in `_total`;
 //! - durations are `_seconds` histograms with [`DURATION_BUCKETS`] (50 ms … 2 h);
 //! - labels have low cardinality: step kind, outcome, error class, queue name,
-//!   status class. Never a shot, a path or an id.
+//!   status class. Never a shot, a path or an id;
+//! - the standard process metrics carry the prefix too (`iom_process_cpu_seconds_total`,
+//!   `iom_process_resident_memory_bytes`, …), and `iom_build_info{version,revision}` is 1.
+//!
+//! | series | type | labels |
+//! |---|---|---|
+//! | `iom_tasks_received_total` | counter | `kind` |
+//! | `iom_tasks_finished_total` | counter | `kind`, `outcome` ([`OUTCOMES`]) |
+//! | `iom_step_duration_seconds` | histogram | `kind`, `outcome` (`ok`/`transient`/`permanent`) |
+//! | `iom_queue_wait_seconds` | histogram (publish → start) | `kind` |
+//! | `iom_tasks_in_progress` | gauge | `kind` |
+//! | `iom_last_success_timestamp_seconds` | gauge | `kind` |
+//! | `iom_task_retries_total`, `iom_task_redeliveries_total` | counter | `kind` |
+//! | `iom_tasks_dead_lettered_total` | counter | `kind`, `class` (`transient`/`permanent`/`poison`) |
+//! | `iom_bytes_read_total`, `iom_bytes_written_total`, `iom_frames_processed_total` | counter | `kind` |
+//! | `iom_amqp_publish_failures_total` | counter | `reason` (`nack`/`returned`/`timeout`/`error`) |
+//! | `iom_amqp_reconnects_total` | counter | — |
+//! | `iom_tracker_request_duration_seconds` | histogram | `op`, `status_class` |
+//! | `iom_tracker_request_errors_total` | counter | `op`, `status_class` |
+//! | `iom_tractor_sync_lag_seconds` | histogram | — |
+//! | `iom_queue_messages`, `iom_queue_consumers` | gauge | `queue` (+ `state="ready"`) |
+//! | `iom_queue_depth_updated_timestamp_seconds` | gauge | — |
+//! | `iom_build_info` | gauge | `version`, `revision` |
 //!
 //! Every labelled series that a dashboard or an alert reads is created at zero when
 //! the registry is built, so it appears in `/metrics` before its first event (a
@@ -58,6 +80,7 @@ pub struct Metrics {
     step_duration: HistogramVec,
     queue_wait: HistogramVec,
     in_progress: IntGaugeVec,
+    last_success: GaugeVec,
     retries: IntCounterVec,
     redeliveries: IntCounterVec,
     dead_lettered: IntCounterVec,
@@ -108,14 +131,20 @@ impl Metrics {
             let _ = reg.register(Box::new(pc));
         }
         let build_info = GaugeVec::new(
-            Opts::new("iom_build_info", "Always 1; the version of this binary"),
-            &["version"],
+            Opts::new(
+                "iom_build_info",
+                "Always 1; the version (and git revision, IOM_GIT_REVISION at build time) of this binary",
+            ),
+            &["version", "revision"],
         )
         .expect("valid metric");
         reg.register(Box::new(build_info.clone()))
             .expect("unique metric");
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("IOM_GIT_REVISION").unwrap_or("unknown"),
+            ])
             .set(1.0);
         let tractor_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -140,6 +169,11 @@ impl Metrics {
             step_duration: histogram(&reg, "iom_step_duration_seconds", "Time a step ran, by outcome (ok, transient, permanent)", &["kind", "outcome"]),
             queue_wait: histogram(&reg, "iom_queue_wait_seconds", "Publish to start of handling (includes a retry tier's delay)", &["kind"]),
             in_progress: gauge(&reg, "iom_tasks_in_progress", "Deliveries being handled now", &["kind"]),
+            last_success: {
+                let g = GaugeVec::new(Opts::new("iom_last_success_timestamp_seconds", "Unix time of the last step that succeeded (0: none since start)"), &["kind"]).expect("valid metric");
+                reg.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             retries: counter(&reg, "iom_task_retries_total", "Retries scheduled after a transient failure", &["kind"]),
             redeliveries: counter(&reg, "iom_task_redeliveries_total", "Deliveries the broker marked as redelivered", &["kind"]),
             dead_lettered: counter(&reg, "iom_tasks_dead_lettered_total", "Tasks sent to the dead-letter queue, by error class (transient = attempts exhausted, permanent, poison)", &["kind", "class"]),
@@ -171,6 +205,7 @@ impl Metrics {
             }
             m.queue_wait.with_label_values(&[kind]);
             m.in_progress.with_label_values(&[kind]);
+            m.last_success.with_label_values(&[kind]);
             m.retries.with_label_values(&[kind]);
             m.redeliveries.with_label_values(&[kind]);
             for c in ["transient", "permanent", "poison"] {
@@ -249,10 +284,13 @@ impl Drop for InProgress {
 
 /// Counts a handled delivery by outcome (one of [`OUTCOMES`]).
 pub fn task_finished(kind: StepKind, outcome: &str) {
-    metrics()
-        .finished
-        .with_label_values(&[kind.as_str(), outcome])
-        .inc();
+    let m = metrics();
+    m.finished.with_label_values(&[kind.as_str(), outcome]).inc();
+    if outcome == "succeeded" {
+        m.last_success
+            .with_label_values(&[kind.as_str()])
+            .set(crate::queue::unix_ms_now() as f64 / 1000.0);
+    }
 }
 
 /// The [`OUTCOMES`] label of a runtime outcome.
@@ -366,6 +404,34 @@ pub fn set_queue_depths(depths: &[(String, u32, u32)]) {
         .set(crate::queue::unix_ms_now() as f64 / 1000.0);
 }
 
+/// Reads every iom queue's depth and consumers into the metrics
+/// ([`set_queue_depths`]) every `every`, on a connection of its own, until the
+/// future is dropped. A failed reading is logged and the connection opened again
+/// at the next tick: the depth reader never stops the process it runs in.
+pub async fn poll_queue_depths(cfg: crate::queue::BrokerConfig, every: Duration) {
+    let mut broker: Option<crate::queue::Broker> = None;
+    loop {
+        if broker.is_none() {
+            match crate::queue::Broker::connect(&cfg).await {
+                Ok(b) => broker = Some(b),
+                Err(e) => tracing::warn!(error = %e, "queue depths: cannot connect"),
+            }
+        }
+        if let Some(b) = &broker {
+            match b.queue_depths().await {
+                Ok(d) => set_queue_depths(&d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read queue depths");
+                    if let Some(b) = broker.take() {
+                        b.close().await;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// `/metrics` server errors.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -459,7 +525,8 @@ mod tests {
                             "status_class",
                             "queue",
                             "state",
-                            "version"
+                            "version",
+                            "revision"
                         ]
                         .contains(&l.name()),
                         "{name} has a label {} outside the low-cardinality set",

@@ -5,6 +5,7 @@ mod fake_tractor;
 mod faults;
 mod media;
 mod movie;
+mod observe;
 mod plan;
 mod publish;
 mod queue;
