@@ -3,6 +3,7 @@ mod edl;
 mod fake_tractor;
 mod faults;
 mod media;
+mod media_steps;
 mod movie;
 mod plan;
 mod publish;
