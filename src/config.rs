@@ -110,6 +110,9 @@ pub struct Settings {
     /// The ShotGrid site (used when `site` is set).
     #[serde(default)]
     pub shotgrid: ShotgridSettings,
+    /// The farm media steps (proxy, review).
+    #[serde(default)]
+    pub media: MediaSettings,
 }
 
 /// `tractor:` section (see `config/settings.yml`).
@@ -908,6 +911,108 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// `media:` section: the farm media steps, `proxy` and `review` (see
+/// `config/settings.yml`). Checked when a step runs, so a bad value fails that
+/// task with a message naming the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSettings {
+    /// Missing published frames: `graph` (the graph's probe policy), `fail`,
+    /// `black` or `previous`.
+    pub gap_policy: String,
+    /// Frames decoded and rendered at once (0 = one per CPU core).
+    pub jobs: usize,
+    /// JPEG proxies.
+    pub proxy: ProxySettings,
+    /// Review movies and filmstrip.
+    pub review: ReviewSettings,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            gap_policy: "graph".into(),
+            jobs: 0,
+            proxy: ProxySettings::default(),
+            review: ReviewSettings::default(),
+        }
+    }
+}
+
+/// `media.proxy:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    /// JPEG quality 1-100.
+    pub quality: u8,
+    /// Chroma subsampling: `4:4:4`, `4:2:2` or `4:2:0`.
+    pub subsampling: String,
+    /// Display encoding of the proxies (`srgb`, `rec709`, `gamma24`; empty = colour.display).
+    pub display: String,
+    /// A second set fitted to this width goes to `jpg_2k_dir` when the plate is wider (0 = never).
+    pub small_width: u32,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            quality: 95,
+            subsampling: "4:2:0".into(),
+            display: String::new(),
+            small_width: 2048,
+        }
+    }
+}
+
+/// `media.review:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewSettings {
+    /// Write `<plate>.mp4` (H.264).
+    pub mp4: bool,
+    /// x264 constant rate factor (0-51).
+    pub crf: u8,
+    /// x264 preset.
+    pub preset: String,
+    /// Delivery codec of `<plate>.mov`, by its name in the original's table; empty = no MOV.
+    pub codec: String,
+    /// Per-project delivery codec (the Project's `sg_mov_codec`), overriding `codec`.
+    pub project_codecs: BTreeMap<String, String>,
+    /// Display encoding of the movies (`rec709` = BT.1886; empty = colour.display).
+    pub display: String,
+    /// Frame rate when neither the frames nor the publish carry one.
+    pub default_fps: String,
+    /// Burn shot, version, frame number and timecode into every frame.
+    pub burn_in: bool,
+    /// Put a slate frame before the first frame (the timecode starts one frame earlier).
+    pub slate: bool,
+    /// Write `<plate>stream.jpeg`.
+    pub filmstrip: bool,
+    /// Frames in the filmstrip (evenly spaced).
+    pub filmstrip_frames: u32,
+    /// Width of each filmstrip frame in pixels.
+    pub filmstrip_width: u32,
+}
+
+impl Default for ReviewSettings {
+    fn default() -> Self {
+        ReviewSettings {
+            mp4: true,
+            crf: 18,
+            preset: "veryfast".into(),
+            codec: "Apple ProRes 422 HQ".into(),
+            project_codecs: BTreeMap::new(),
+            display: "rec709".into(),
+            default_fps: "24".into(),
+            burn_in: false,
+            slate: false,
+            filmstrip: true,
+            filmstrip_frames: 24,
+            filmstrip_width: 240,
+        }
     }
 }
 

@@ -8,12 +8,16 @@
 //! - [`movie`]: MOV/MXF through `ffmpeg-next`: probe, frame decode, and a small writer.
 //! - [`clipname`]: camera clip-name patterns (ARRI, Sony, RED, DJI).
 //! - [`pixels`]: decoding a frame to float RGB for thumbnails.
+//! - [`encode`]: the review encoder (H.264, ProRes, DNxHD/DNxHR) and the codec table.
+//! - [`font`]: a built-in 5×7 bitmap font for burn-ins and slates.
 //!
 //! Every function that touches a file names that file in its error.
 
 pub mod clipname;
 pub mod dpx;
+pub mod encode;
 pub mod exr;
+pub mod font;
 pub mod jpeg;
 pub mod movie;
 pub mod pixels;

@@ -282,7 +282,7 @@ fn c_text(p: *const c_char) -> Option<String> {
 }
 
 /// FFmpeg's message for an error code.
-fn ff_message(e: ff::Error) -> String {
+pub(crate) fn ff_message(e: ff::Error) -> String {
     e.to_string()
 }
 
@@ -302,7 +302,7 @@ fn extension_lower(path: &Path) -> String {
         .to_ascii_lowercase()
 }
 
-fn ffmpeg_err(path: &Path, what: &str, e: ff::Error) -> MediaError {
+pub(crate) fn ffmpeg_err(path: &Path, what: &str, e: ff::Error) -> MediaError {
     MediaError::Ffmpeg {
         path: path.to_path_buf(),
         detail: format!("{what}: {}", ff_message(e)),
@@ -863,7 +863,7 @@ fn pix_kind(fmt: ff::format::Pixel) -> (bool, bool) {
 ///
 /// # Safety
 /// `sws` must be a live swscale context.
-unsafe fn set_colour_details(
+pub(crate) unsafe fn set_colour_details(
     sws: *mut ffi::SwsContext,
     src_matrix: c_int,
     src_full: bool,
@@ -889,7 +889,11 @@ unsafe fn set_colour_details(
 }
 
 /// Allocates a video frame, failing cleanly instead of leaving an empty frame.
-fn alloc_frame(fmt: ff::format::Pixel, width: u32, height: u32) -> Option<ff::frame::Video> {
+pub(crate) fn alloc_frame(
+    fmt: ff::format::Pixel,
+    width: u32,
+    height: u32,
+) -> Option<ff::frame::Video> {
     let f = ff::frame::Video::new(fmt, width, height);
     // SAFETY: reading the data pointer of a frame we own.
     let ok = unsafe { !(*f.as_ptr()).data[0].is_null() };

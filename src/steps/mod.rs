@@ -11,14 +11,19 @@
 //! - [`probe`]: source frames exist, are not empty or truncated; gap policy.
 //! - [`copy`]: source → publish layout, renumbered from 1001, hashed, verified.
 //! - [`thumbnail`]: the published plate's thumbnail.
-//! - `proxy`, `review`: not implemented yet (fail loudly, never succeed).
+//! - [`proxy`]: JPEG proxies (full size, and a 2K set for wider plates).
+//! - [`review`]: H.264 MP4, the delivery-codec MOV, the filmstrip.
+//! - [`media`]: what proxy and review share (frames, gaps, colour, batches).
 //! - [`register`]: the tracker registration.
 //! - [`cleanup`]: removes iom's own temporary files.
 
 pub mod cleanup;
 pub mod copy;
+pub mod media;
 pub mod probe;
+pub mod proxy;
 pub mod register;
+pub mod review;
 pub mod thumbnail;
 
 use std::fmt::Display;
@@ -166,12 +171,8 @@ pub fn run(msg: &TaskMessage, ctx: &StepContext) -> Result<StepOutput, StepError
         Step::Probe { source, gap_policy } => probe::run(source, *gap_policy, ctx),
         Step::Copy { source, output } => copy::run(msg, source, output, ctx),
         Step::Thumbnail { output, colorspace } => thumbnail::run(msg, output, colorspace, ctx),
-        Step::Proxy { .. } => Err(StepError::NotImplemented {
-            kind: StepKind::Proxy,
-        }),
-        Step::Review { .. } => Err(StepError::NotImplemented {
-            kind: StepKind::Review,
-        }),
+        Step::Proxy { output, colorspace } => proxy::run(msg, output, colorspace, ctx),
+        Step::Review { output, colorspace } => review::run(msg, output, colorspace, ctx),
         Step::Register { output, info } => register::run(msg, output, info, ctx),
         Step::Cleanup { output } => cleanup::run(output, ctx),
     }

@@ -4,6 +4,7 @@ mod fake_shotgrid;
 mod fake_tractor;
 mod faults;
 mod media;
+mod media_steps;
 mod movie;
 mod observe;
 mod plan;

@@ -215,19 +215,58 @@ fn embedded_publish_runs_the_graph_and_is_idempotent() {
 }
 
 #[test]
-fn embedded_unimplemented_steps_fail_loudly() {
-    let p = project("probe, copy, proxy, register, cleanup", None);
+fn embedded_publish_makes_proxies_and_review_movies() {
+    // The default graph holds proxy and review: the embedded publish makes them.
+    let p = project(
+        "probe, copy, thumbnail, proxy, review, register, cleanup",
+        None,
+    );
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graphs = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]);
+    let s = &run_embedded(&p, &graphs)[0];
+    assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
+    let plate = p.root.join("seq/ABC/ABC_0010/plate");
+    for n in 1001..=1003 {
+        assert!(plate
+            .join(format!("org/v001_jpg/ABC_0010_org_v001.{n}.jpg"))
+            .is_file());
+    }
+    let mp4 = iom::media::movie::probe(&plate.join("ABC_0010_org_v001.mp4")).unwrap();
+    assert_eq!((mp4.codec.as_str(), mp4.frame_count), ("h264", 3));
+    assert_eq!(mp4.timecode.as_deref(), Some("01:00:00:00"));
+    let mov = iom::media::movie::probe(&plate.join("ABC_0010_org_v001.mov")).unwrap();
+    assert_eq!(mov.profile.as_deref(), Some("HQ"));
+    assert!(plate.join("ABC_0010_org_v001stream.jpeg").is_file());
+    assert!(!tracker_docs(&p.root).is_empty());
+}
+
+#[test]
+fn embedded_bad_codec_fails_the_review_task_only() {
+    let mut p = project("probe, copy, proxy, review, register, cleanup", None);
+    p.settings.media.review.codec = "Avid DNxHD 9000".into();
     let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 2);
     sample::write_plate(&p.delivery, &a).unwrap();
     let graphs = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]);
     let s = &run_embedded(&p, &graphs)[0];
     assert_eq!(s.state, GraphState::Failed);
-    let proxy = s.tasks.iter().find(|t| t.kind == StepKind::Proxy).unwrap();
-    match &proxy.state {
-        TaskState::Failed { reason, .. } => assert!(reason.contains("not implemented"), "{reason}"),
-        other => panic!("proxy should have failed, is {other:?}"),
+    let review = s.tasks.iter().find(|t| t.kind == StepKind::Review).unwrap();
+    match &review.state {
+        TaskState::Failed { reason, .. } => {
+            assert!(
+                reason.contains("unknown delivery codec \"Avid DNxHD 9000\""),
+                "{reason}"
+            )
+        }
+        other => panic!("review should have failed, is {other:?}"),
     }
-    // Nothing downstream ran: registration never happened.
+    let proxy = s.tasks.iter().find(|t| t.kind == StepKind::Proxy).unwrap();
+    assert!(
+        matches!(proxy.state, TaskState::Succeeded { .. }),
+        "{:?}",
+        proxy.state
+    );
+    // Nothing downstream ran, and no movie was left behind.
     let reg = s
         .tasks
         .iter()
@@ -235,6 +274,10 @@ fn embedded_unimplemented_steps_fail_loudly() {
         .unwrap();
     assert_eq!(reg.state, TaskState::Waiting);
     assert!(tracker_docs(&p.root).is_empty());
+    assert!(!p
+        .root
+        .join("seq/ABC/ABC_0010/plate/ABC_0010_org_v001.mp4")
+        .exists());
 }
 
 // ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! The step implementations on real files: probe, copy (renumbering, verification,
-//! resume, refusal to overwrite, crash leftovers), cleanup, thumbnail, the
-//! not-yet-implemented kinds, and registration in the local tracker.
+//! resume, refusal to overwrite, crash leftovers), cleanup, thumbnail, the media
+//! kinds run too early, and registration in the local tracker.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -532,7 +532,9 @@ fn thumbnail_of_the_published_plate_is_a_jpeg() {
 }
 
 #[test]
-fn proxy_and_review_fail_loudly_as_not_implemented() {
+fn proxy_and_review_before_the_copy_fail_permanently() {
+    // The media steps are implemented (tests/it/media_steps.rs); run before the
+    // copy they fail permanently, saying what is missing, and write nothing.
     let e = env();
     let o = output(&e.root);
     for (kind, step) in [
@@ -552,15 +554,10 @@ fn proxy_and_review_fail_loudly_as_not_implemented() {
         ),
     ] {
         let err = steps::run(&msg(&e, kind, 1, step), &e.ctx).unwrap_err();
-        assert!(matches!(err, StepError::NotImplemented { kind: k } if k == kind));
-        assert_eq!(err.class(), ErrorClass::Permanent);
-        let text = err.to_string();
-        assert!(
-            text.contains(&format!("the {kind} step is not implemented yet"))
-                && text.contains("publish.steps"),
-            "{text}"
-        );
+        assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+        assert!(err.to_string().contains("run the copy step first"), "{err}");
     }
+    assert!(!o.jpg_dir.exists());
 }
 
 #[test]

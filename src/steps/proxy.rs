@@ -1,0 +1,410 @@
+//! `proxy`: JPEG proxies of the published plate, `v###_jpg/<plate>.####.jpg`,
+//! plus a set fitted to `media.proxy.small_width` (2048) in `v###_jpg_2k/` when the
+//! plate is wider (the original's `_jpg_2k` folder).
+//!
+//! Colour goes through the configured colour table: the scan colour space's input
+//! transform to linear light, the matrix to Rec.709 primaries and the display
+//! encoding (`media.proxy.display`, else `colour.display`), exactly as the
+//! thumbnails ([`crate::thumbnail::render`]; the 2K set is resized in linear light).
+//! JPEG quality and chroma subsampling come from `media.proxy`.
+//!
+//! Frames stream in batches of `media.jobs`; each JPEG is written to an iom
+//! temporary name, fsynced and renamed. A re-run skips proxies that exist, read
+//! back as complete JPEGs and have the expected size; anything else is rendered
+//! again (rendering is deterministic: same input, same bytes). Every still frame
+//! is structure-checked before the first proxy is written; a frame that fails to
+//! decode later removes the proxies this run wrote, so a permanent failure leaves
+//! no partial set behind.
+//!
+//! Gaps (frames the graph let through missing): `black` writes a black frame,
+//! `previous` repeats the proxy before (the one after, for leading gaps).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::media::{self as m, FrameSrc};
+use super::{hash_file, hex64, StepContext, StepError, StepOutput};
+use crate::media::RgbImage;
+use crate::store::{fsync_dir, OutputFile};
+use crate::task::{GapPolicy, PlateOutput, StepKind, TaskMessage};
+use crate::thumbnail;
+
+/// One proxy set: a folder and a picture size.
+#[derive(Debug, Clone)]
+struct Set {
+    dir: PathBuf,
+    width: u32,
+    height: u32,
+}
+
+fn proxy_path(set: &Set, output: &PlateOutput, n: i64) -> PathBuf {
+    set.dir.join(format!(
+        "{}.{n:0width$}.jpg",
+        output.plate_name,
+        width = output.pad
+    ))
+}
+
+/// A proxy that is there, complete and of the expected size.
+fn complete(path: &Path, set: &Set) -> bool {
+    matches!(crate::media::jpeg::read_info(path), Ok(i) if i.width == set.width && i.height == set.height)
+        && crate::media::jpeg::verify(path).is_ok()
+}
+
+/// The proxy sets of a `w × h` plate.
+fn sets(output: &PlateOutput, w: u32, h: u32, small_width: u32) -> Vec<Set> {
+    let mut v = vec![Set {
+        dir: output.jpg_dir.clone(),
+        width: w,
+        height: h,
+    }];
+    if small_width > 0 && w > small_width {
+        let (sw, sh) = thumbnail::fit(w, h, 1.0, small_width, h);
+        v.push(Set {
+            dir: output.jpg_2k_dir.clone(),
+            width: sw,
+            height: sh,
+        });
+    }
+    v
+}
+
+/// Runs the proxy step.
+pub fn run(
+    msg: &TaskMessage,
+    output: &PlateOutput,
+    colorspace: &str,
+    ctx: &StepContext,
+) -> Result<StepOutput, StepError> {
+    let cfg = ctx.settings.media.proxy.clone();
+    if !(1..=100).contains(&cfg.quality) {
+        return Err(StepError::permanent(format!(
+            "bad setting `media.proxy.quality`: {} is outside 1..=100",
+            cfg.quality
+        )));
+    }
+    // Settings first: a bad subsampling fails before any work.
+    m::encode_jpeg(
+        &[0; 16 * 16 * 3],
+        16,
+        16,
+        cfg.quality,
+        &cfg.subsampling,
+        Path::new("settings check"),
+    )?;
+    let pipeline = m::pipeline(ctx, colorspace, &cfg.display)?;
+    let plate = m::plate(msg, output, ctx)?;
+    let (w, h, _) = m::plate_size(&plate)?;
+    let sets = sets(output, w, h, cfg.small_width);
+    let task = &msg.task_id;
+    let mut stale = 0;
+    for s in &sets {
+        fs::create_dir_all(&s.dir).map_err(|e| StepError::io("create folder", &s.dir, &e))?;
+        stale += m::remove_stale_temps(&s.dir, task)?;
+    }
+
+    // What is left to do: frames with an output missing or incomplete.
+    let todo: Vec<usize> = plate
+        .frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.src != FrameSrc::Missing)
+        .filter(|(_, f)| {
+            sets.iter()
+                .any(|s| !complete(&proxy_path(s, output, f.number), s))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let skipped = plate.frames.len() - plate.missing().len() - todo.len();
+    if !todo.is_empty() && plate.movie.is_none() {
+        m::verify_frames(&plate, ctx)?;
+    }
+
+    let mut records: BTreeMap<PathBuf, OutputFile> = BTreeMap::new();
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = render_all(
+        msg,
+        output,
+        ctx,
+        &plate,
+        &pipeline,
+        &sets,
+        &todo,
+        &mut records,
+        &mut created,
+    )
+    .and_then(|()| {
+        fill_gaps(
+            msg,
+            output,
+            &plate,
+            &pipeline,
+            &sets,
+            &cfg,
+            &mut records,
+            &mut created,
+        )
+    });
+    if let Err(e) = result {
+        if matches!(e, StepError::Permanent { .. }) {
+            for p in &created {
+                let _ = fs::remove_file(p);
+            }
+        }
+        return Err(e);
+    }
+    for s in &sets {
+        fsync_dir(&s.dir).map_err(|e| StepError::io("fsync folder", &s.dir, &e))?;
+    }
+
+    // Records for every proxy, in order (hashing the skipped ones).
+    let mut outputs = Vec::new();
+    for s in &sets {
+        for f in &plate.frames {
+            let p = proxy_path(s, output, f.number);
+            let rec = match records.remove(&p) {
+                Some(r) => r,
+                None => {
+                    let (size, h) = hash_file(&p).map_err(|e| StepError::io("read", &p, &e))?;
+                    OutputFile {
+                        path: p,
+                        size,
+                        xxh3: hex64(h),
+                    }
+                }
+            };
+            outputs.push(rec);
+        }
+    }
+    let written: u64 = created.len() as u64;
+    crate::metrics::observe_io(
+        StepKind::Proxy,
+        0,
+        outputs.iter().map(|o| o.size).sum(),
+        written,
+    );
+    Ok(StepOutput {
+        outputs,
+        summary: json!({
+            "frames": plate.frames.len(),
+            "rendered": todo.len(),
+            "skipped": skipped,
+            "missing": super::ranges(&plate.missing()).iter().map(|&(a, b)| [a, b]).collect::<Vec<_>>(),
+            "gap_policy": format!("{:?}", plate.gap_policy).to_lowercase(),
+            "sets": sets.iter().map(|s| json!({"dir": s.dir.display().to_string(), "width": s.width, "height": s.height})).collect::<Vec<_>>(),
+            "colorspace": pipeline.colourspace(),
+            "display": pipeline.display().name(),
+            "quality": cfg.quality,
+            "subsampling": cfg.subsampling,
+            "stale_temps_removed": stale,
+        }),
+    })
+}
+
+/// Renders one decoded frame into every set: (temporary file, destination, record).
+fn render_frame(
+    msg: &TaskMessage,
+    output: &PlateOutput,
+    pipeline: &crate::colour::Pipeline,
+    sets: &[Set],
+    number: i64,
+    mut img: RgbImage,
+    cfg: &crate::config::ProxySettings,
+) -> Result<Vec<(PathBuf, PathBuf, OutputFile)>, StepError> {
+    let mut out = Vec::with_capacity(sets.len());
+    let full = &sets[0];
+    if img.width != full.width || img.height != full.height {
+        return Err(StepError::permanent(format!(
+            "{}: frame {number} is {}×{} but the plate is {}×{}; the frames of one plate must share a size",
+            output.frames_dir.display(),
+            img.width,
+            img.height,
+            full.width,
+            full.height
+        )));
+    }
+    // Proxies keep the stored pixels (no anamorphic unsqueeze), like the original.
+    img.pixel_aspect = 1.0;
+    for s in sets {
+        let dest = proxy_path(s, output, number);
+        let pic = thumbnail::render(&img, pipeline, s.width, s.height);
+        let bytes = m::encode_jpeg(
+            pic.as_raw(),
+            pic.width(),
+            pic.height(),
+            cfg.quality,
+            &cfg.subsampling,
+            &dest,
+        )?;
+        let rec = OutputFile {
+            path: dest.clone(),
+            size: bytes.len() as u64,
+            xxh3: hex64(xxhash_rust::xxh3::xxh3_64(&bytes)),
+        };
+        match m::write_temp(&dest, &bytes, &msg.task_id, msg.attempt) {
+            Ok(tmp) => out.push((tmp, dest, rec)),
+            Err(e) => {
+                for (t, _, _) in &out {
+                    let _ = fs::remove_file(t);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_all(
+    msg: &TaskMessage,
+    output: &PlateOutput,
+    ctx: &StepContext,
+    plate: &m::Plate,
+    pipeline: &crate::colour::Pipeline,
+    sets: &[Set],
+    todo: &[usize],
+    records: &mut BTreeMap<PathBuf, OutputFile>,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), StepError> {
+    let pool = m::pool(ctx, StepKind::Proxy)?;
+    let cfg = &ctx.settings.media.proxy;
+    for batch in todo.chunks(m::jobs(ctx)) {
+        ctx.check_cancel()?;
+        let results: Vec<Result<Vec<(PathBuf, PathBuf, OutputFile)>, StepError>> =
+            pool.install(|| {
+                let imgs = match m::decode_batch(plate, batch) {
+                    Ok(v) => v,
+                    Err(e) => return vec![Err(e)],
+                };
+                imgs.into_par_iter()
+                    .zip(batch.par_iter())
+                    .map(|(img, &i)| {
+                        let number = plate.frames[i].number;
+                        let img = img.ok_or_else(|| {
+                            StepError::permanent(format!("frame {number} vanished while rendering"))
+                        })?;
+                        render_frame(msg, output, pipeline, sets, number, img, cfg)
+                    })
+                    .collect()
+            });
+        // Rename what rendered (in order); on the first error remove the rest's temporaries.
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(files) if first_err.is_none() => {
+                    for (tmp, dest, rec) in files {
+                        if let Err(e) = fs::rename(&tmp, &dest) {
+                            let _ = fs::remove_file(&tmp);
+                            if first_err.is_none() {
+                                first_err = Some(StepError::io("rename into place", &dest, &e));
+                            }
+                            continue;
+                        }
+                        created.push(dest.clone());
+                        records.insert(dest, rec);
+                    }
+                }
+                Ok(files) => {
+                    for (tmp, _, _) in files {
+                        let _ = fs::remove_file(&tmp);
+                    }
+                }
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fill_gaps(
+    msg: &TaskMessage,
+    output: &PlateOutput,
+    plate: &m::Plate,
+    pipeline: &crate::colour::Pipeline,
+    sets: &[Set],
+    cfg: &crate::config::ProxySettings,
+    records: &mut BTreeMap<PathBuf, OutputFile>,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), StepError> {
+    let missing: Vec<usize> = plate
+        .frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.src == FrameSrc::Missing)
+        .map(|(i, _)| i)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for s in sets {
+        let mut black: Option<Vec<u8>> = None;
+        for &i in &missing {
+            let dest = proxy_path(s, output, plate.frames[i].number);
+            if complete(&dest, s) {
+                continue;
+            }
+            let bytes = match plate.gap_policy {
+                GapPolicy::Previous => {
+                    let before = plate.frames[..i]
+                        .iter()
+                        .rev()
+                        .find(|f| f.src != FrameSrc::Missing);
+                    let after = plate.frames[i..]
+                        .iter()
+                        .find(|f| f.src != FrameSrc::Missing);
+                    let from = before.or(after).map(|f| proxy_path(s, output, f.number));
+                    match from {
+                        Some(p) => fs::read(&p).map_err(|e| StepError::io("read", &p, &e))?,
+                        None => return Err(StepError::permanent("no published frame to repeat")),
+                    }
+                }
+                _ => {
+                    if black.is_none() {
+                        let pic = thumbnail::render(
+                            &RgbImage::black(s.width, s.height),
+                            pipeline,
+                            s.width,
+                            s.height,
+                        );
+                        black = Some(m::encode_jpeg(
+                            pic.as_raw(),
+                            s.width,
+                            s.height,
+                            cfg.quality,
+                            &cfg.subsampling,
+                            &dest,
+                        )?);
+                    }
+                    black.clone().unwrap_or_default()
+                }
+            };
+            let tmp = m::write_temp(&dest, &bytes, &msg.task_id, msg.attempt)?;
+            if let Err(e) = fs::rename(&tmp, &dest) {
+                let _ = fs::remove_file(&tmp);
+                return Err(StepError::io("rename into place", &dest, &e));
+            }
+            created.push(dest.clone());
+            records.insert(
+                dest.clone(),
+                OutputFile {
+                    path: dest,
+                    size: bytes.len() as u64,
+                    xxh3: hex64(xxhash_rust::xxh3::xxh3_64(&bytes)),
+                },
+            );
+        }
+    }
+    Ok(())
+}

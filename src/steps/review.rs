@@ -1,0 +1,533 @@
+//! `review`: review movies and the filmstrip of the published plate, with FFmpeg's
+//! libraries (no Nuke, no ffmpeg CLI, no ImageMagick).
+//!
+//! - `<plate_dir>/<plate>.mp4`: H.264 (libx264, yuv420p, `media.review.crf`),
+//!   even size (an odd last column/row is cropped), BT.709 tags, the plate's fps
+//!   and a `tmcd` timecode track starting at the plate's first timecode.
+//! - `<plate_dir>/<plate>.mov`: the delivery codec named by `media.review.codec`
+//!   (or `project_codecs.<project>`) from the original's table: ProRes 4444/422 HQ/
+//!   422/LT/Proxy (`prores_ks`), DNxHD 444/422 (fitted into 1920×1080), DNxHR 422.
+//!   An unknown name fails the task before anything is written.
+//! - `<plate_dir>/<plate>stream.jpeg`: evenly spaced frames side by side.
+//!
+//! Colour: the scan colour space through the colour table to `media.review.display`
+//! (BT.1886 by default, matching the BT.709 tags). Optional burn-in (plate, frame,
+//! timecode; built-in bitmap font) and an optional slate frame before the first
+//! frame (the timecode then starts one frame earlier).
+//!
+//! The plate is decoded once, in batches of `media.jobs` frames, and every movie is
+//! encoded in the same pass. Movies are written under iom temporary names,
+//! fsynced and renamed; a movie that already exists and probes with the right codec
+//! and frame count is kept (a re-run after a crash encodes only what is missing).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::media::{self as m, FrameSrc};
+use super::{hash_file, hex64, temp_path, write_output_atomic, StepContext, StepError, StepOutput};
+use crate::colour::Pipeline;
+use crate::media::encode::{self, EncodeKind, EncodeSpec, MovieEncoder, Rgb16};
+use crate::media::font::{text_height, text_width, Canvas};
+use crate::media::{self, RgbImage};
+use crate::store::{fsync_dir, OutputFile};
+use crate::task::{GapPolicy, PlateOutput, StepKind, TaskMessage};
+use crate::thumbnail;
+use crate::timecode::{FrameRate, Timecode};
+
+/// One movie to write.
+struct Target {
+    dest: PathBuf,
+    kind: EncodeKind,
+    /// Encoder picture size.
+    size: (u32, u32),
+    /// Already complete: not re-encoded.
+    done: bool,
+}
+
+/// The delivery codec for this project, or `None` for no MOV.
+fn delivery_codec(ctx: &StepContext) -> Result<Option<encode::DeliveryCodec>, StepError> {
+    let r = &ctx.settings.media.review;
+    let (key, name) = match r.project_codecs.get(&ctx.settings.project.name) {
+        Some(n) => (
+            format!("media.review.project_codecs.{}", ctx.settings.project.name),
+            n.clone(),
+        ),
+        None => ("media.review.codec".to_string(), r.codec.clone()),
+    };
+    if name.trim().is_empty() {
+        return Ok(None);
+    }
+    encode::delivery_codec(&name)
+        .map(Some)
+        .map_err(|e| StepError::permanent(format!("bad setting `{key}`: {e}")))
+}
+
+/// Frame rate and start timecode of the plate's first frame.
+fn rate_and_timecode(
+    plate: &m::Plate,
+    ctx: &StepContext,
+) -> Result<(FrameRate, Option<Timecode>), StepError> {
+    let (mut fps, mut tc_label, mut offset) = (None, None, 0i64);
+    if let Some(movie) = &plate.movie {
+        let i = media::movie::probe(movie).map_err(StepError::from_error)?;
+        fps = Some(i.fps);
+        tc_label = i.timecode;
+        if let Some(FrameSrc::Movie(n)) = plate.frames.first().map(|f| &f.src) {
+            offset = -(*n as i64);
+        }
+    } else if let Some((idx, f)) = plate.first_present() {
+        if let FrameSrc::File(p) = &f.src {
+            let i = media::read_frame_info(p).map_err(StepError::from_error)?;
+            fps = i.fps;
+            tc_label = i.timecode;
+            offset = idx as i64;
+        }
+    }
+    let info = plate.info.as_ref();
+    if fps.is_none() {
+        fps = info
+            .and_then(|i| i.fps)
+            .and_then(|f| FrameRate::from_f64(f).ok());
+    }
+    let fps = match fps {
+        Some(f) => f,
+        None => ctx
+            .settings
+            .media
+            .review
+            .default_fps
+            .parse::<FrameRate>()
+            .map_err(|e| {
+                StepError::permanent(format!("bad setting `media.review.default_fps`: {e}"))
+            })?,
+    };
+    if tc_label.is_none() {
+        tc_label = info
+            .map(|i| i.timecode_in.clone())
+            .filter(|t| !t.trim().is_empty());
+        offset = 0;
+    }
+    let tc = tc_label.and_then(|l| {
+        let drop = l.contains(';');
+        Timecode::parse(&l, fps, drop).ok()
+    });
+    // The first present frame's timecode, taken back to the plate's first frame.
+    Ok((fps, tc.map(|t| t.offset(-offset))))
+}
+
+/// A movie there already, with the codec and frame count expected.
+fn movie_complete(path: &Path, kind: &EncodeKind, frames: u64) -> bool {
+    let Ok(i) = media::movie::probe(path) else {
+        return false;
+    };
+    let codec = match kind {
+        EncodeKind::H264 { .. } => "h264",
+        EncodeKind::Delivery(c) if c.encoder == "prores_ks" => "prores",
+        EncodeKind::Delivery(_) => "dnxhd",
+    };
+    i.codec == codec && i.frame_count == frames
+}
+
+/// Display-referred 16-bit RGB of a decoded frame.
+fn to_rgb16(img: &RgbImage, p: &Pipeline) -> Rgb16 {
+    let w = img.width as usize;
+    let mut data = vec![0u16; img.data.len()];
+    data.par_chunks_mut(w.max(1) * 3)
+        .zip(img.data.par_chunks(w.max(1) * 3))
+        .for_each(|(dst, src)| {
+            for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
+                let v = p.apply([s[0], s[1], s[2]]);
+                for (dc, vc) in d.iter_mut().zip(v) {
+                    *dc = (vc * 65535.0 + 0.5) as u16;
+                }
+            }
+        });
+    Rgb16 {
+        width: img.width,
+        height: img.height,
+        data,
+    }
+}
+
+/// What the burn-in and slate print.
+struct Labels {
+    plate: String,
+    shot: String,
+    version: String,
+}
+
+fn burn_in(c: &mut Canvas<'_>, l: &Labels, number: i64, tc: Option<Timecode>) {
+    let scale = (c.height / 270).max(1);
+    let margin = i64::from(scale * 6);
+    let th = i64::from(text_height(scale));
+    c.label(margin, margin, &format!("{} {}", l.shot, l.version), scale);
+    let bottom = i64::from(c.height) - margin - th;
+    c.label(margin, bottom, &number.to_string(), scale);
+    if let Some(t) = tc {
+        let s = t.to_string();
+        let x = i64::from(c.width) - margin - i64::from(text_width(&s, scale));
+        c.label(x, bottom, &s, scale);
+    }
+}
+
+fn slate(c: &mut Canvas<'_>, lines: &[String]) {
+    let scale = (c.height / 180).max(1);
+    let th = i64::from(text_height(scale));
+    let step = th * 2;
+    let top = (i64::from(c.height) - step * lines.len() as i64) / 2;
+    let left = i64::from(c.width / 10);
+    for (i, line) in lines.iter().enumerate() {
+        c.draw_text(
+            left,
+            top + step * i as i64,
+            line,
+            scale,
+            [58000, 58000, 58000],
+        );
+    }
+}
+
+/// Runs the review step.
+pub fn run(
+    msg: &TaskMessage,
+    output: &PlateOutput,
+    colorspace: &str,
+    ctx: &StepContext,
+) -> Result<StepOutput, StepError> {
+    let r = ctx.settings.media.review.clone();
+    let codec = delivery_codec(ctx)?;
+    if r.crf > 51 {
+        return Err(StepError::permanent(format!(
+            "bad setting `media.review.crf`: {} is outside 0..=51",
+            r.crf
+        )));
+    }
+    let movie_pipe = m::pipeline(ctx, colorspace, &r.display)?;
+    let strip_pipe = m::pipeline(ctx, colorspace, &ctx.settings.media.proxy.display)?;
+    let plate = m::plate(msg, output, ctx)?;
+    let (w, h, par) = m::plate_size(&plate)?;
+    let (fps, tc0) = rate_and_timecode(&plate, ctx)?;
+    let n = plate.frames.len();
+    let total = n as u64 + u64::from(r.slate);
+
+    let mut targets = Vec::new();
+    if r.mp4 {
+        let kind = EncodeKind::H264 {
+            crf: r.crf,
+            preset: r.preset.clone(),
+        };
+        targets.push(Target {
+            dest: output.movie_path("mp4"),
+            size: EncodeSpec::output_size(&kind, w, h),
+            kind,
+            done: false,
+        });
+    }
+    if let Some(c) = codec {
+        let kind = EncodeKind::Delivery(c);
+        targets.push(Target {
+            dest: output.movie_path("mov"),
+            size: EncodeSpec::output_size(&kind, w, h),
+            kind,
+            done: false,
+        });
+    }
+    for t in &mut targets {
+        t.done = movie_complete(&t.dest, &t.kind, total);
+    }
+    let strip_dest = output.filmstrip_path();
+    let strip_count = if r.filmstrip {
+        (r.filmstrip_frames as usize).max(1).min(n)
+    } else {
+        0
+    };
+    let strip_w = r.filmstrip_width.clamp(16, 4096);
+    let strip_done = strip_count == 0 || crate::media::jpeg::verify(&strip_dest).is_ok();
+    let dir = &output.plate_dir;
+    fs::create_dir_all(dir).map_err(|e| StepError::io("create folder", dir, &e))?;
+    let stale = m::remove_stale_temps(dir, &msg.task_id)?;
+
+    let work = targets.iter().any(|t| !t.done) || !strip_done;
+    if work && plate.movie.is_none() {
+        m::verify_frames(&plate, ctx)?;
+    }
+    let labels = {
+        let version = output
+            .frames_dir
+            .file_name()
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Labels {
+            plate: output.plate_name.clone(),
+            shot: plate
+                .info
+                .as_ref()
+                .map(|i| i.shot.clone())
+                .unwrap_or_else(|| output.plate_name.clone()),
+            version,
+        }
+    };
+
+    let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let result = if work {
+        encode_all(
+            msg,
+            ctx,
+            &plate,
+            &targets,
+            &movie_pipe,
+            &strip_pipe,
+            fps,
+            tc0,
+            &labels,
+            (w, h, par),
+            strip_count,
+            strip_w,
+            strip_done,
+            &strip_dest,
+            &mut temps,
+        )
+    } else {
+        Ok(None)
+    };
+    let strip_record = match result {
+        Ok(s) => s,
+        Err(e) => {
+            for (tmp, _) in &temps {
+                let _ = fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+    };
+    for (tmp, dest) in &temps {
+        let synced = fs::File::open(tmp).and_then(|f| f.sync_all());
+        if let Err(e) = synced.and_then(|()| fs::rename(tmp, dest)) {
+            for (t, _) in &temps {
+                let _ = fs::remove_file(t);
+            }
+            return Err(StepError::io("put into place", dest, &e));
+        }
+    }
+    fsync_dir(dir).map_err(|e| StepError::io("fsync folder", dir, &e))?;
+
+    let mut outputs = Vec::new();
+    for t in &targets {
+        let (size, hsh) = hash_file(&t.dest).map_err(|e| StepError::io("read", &t.dest, &e))?;
+        outputs.push(OutputFile {
+            path: t.dest.clone(),
+            size,
+            xxh3: hex64(hsh),
+        });
+    }
+    if strip_count > 0 {
+        let rec = match strip_record {
+            Some(r) => r,
+            None => {
+                let (size, hsh) =
+                    hash_file(&strip_dest).map_err(|e| StepError::io("read", &strip_dest, &e))?;
+                OutputFile {
+                    path: strip_dest.clone(),
+                    size,
+                    xxh3: hex64(hsh),
+                }
+            }
+        };
+        outputs.push(rec);
+    }
+    crate::metrics::observe_io(
+        StepKind::Review,
+        0,
+        outputs.iter().map(|o| o.size).sum(),
+        n as u64,
+    );
+    Ok(StepOutput {
+        outputs,
+        summary: json!({
+            "frames": n,
+            "slate": r.slate,
+            "burn_in": r.burn_in,
+            "fps": fps.label(),
+            "timecode": tc0.map(|t| t.to_string()),
+            "movies": targets.iter().map(|t| json!({
+                "path": t.dest.display().to_string(),
+                "codec": match &t.kind { EncodeKind::H264 { .. } => "H.264".to_string(), EncodeKind::Delivery(c) => c.name.to_string() },
+                "width": t.size.0, "height": t.size.1,
+                "skipped": t.done,
+            })).collect::<Vec<_>>(),
+            "filmstrip": (strip_count > 0).then(|| strip_dest.display().to_string()),
+            "missing": super::ranges(&plate.missing()).iter().map(|&(a, b)| [a, b]).collect::<Vec<_>>(),
+            "colorspace": movie_pipe.colourspace(),
+            "display": movie_pipe.display().name(),
+            "stale_temps_removed": stale,
+        }),
+    })
+}
+
+/// Decodes the plate once and feeds every encoder that is not done and the
+/// filmstrip. Temporary movie files are pushed to `temps` as they are created
+/// (the caller renames or removes them). Returns the filmstrip's record when it
+/// was written.
+#[allow(clippy::too_many_arguments)]
+fn encode_all(
+    msg: &TaskMessage,
+    ctx: &StepContext,
+    plate: &m::Plate,
+    targets: &[Target],
+    movie_pipe: &Pipeline,
+    strip_pipe: &Pipeline,
+    fps: FrameRate,
+    tc0: Option<Timecode>,
+    labels: &Labels,
+    (w, h, par): (u32, u32, f32),
+    strip_count: usize,
+    strip_w: u32,
+    strip_done: bool,
+    strip_dest: &Path,
+    temps: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<Option<OutputFile>, StepError> {
+    let r = &ctx.settings.media.review;
+    let n = plate.frames.len();
+    let movie_tc = tc0.map(|t| if r.slate { t.offset(-1) } else { t });
+    let mut encoders: Vec<MovieEncoder> = Vec::new();
+    for t in targets.iter().filter(|t| !t.done) {
+        let tmp = temp_path(&t.dest, &msg.task_id, msg.attempt);
+        temps.push((tmp.clone(), t.dest.clone()));
+        let spec = EncodeSpec {
+            kind: t.kind.clone(),
+            width: t.size.0,
+            height: t.size.1,
+            fps,
+            timecode: movie_tc.map(|t| t.to_string()),
+        };
+        encoders.push(
+            MovieEncoder::create(&tmp, &spec)
+                .map_err(|e| StepError::permanent(format!("{}: {e}", t.dest.display())))?,
+        );
+    }
+    let map_err = |e: media::MediaError| StepError::from_error(e);
+
+    if r.slate {
+        let first = plate.frames.first().map(|f| f.number).unwrap_or(0);
+        let last = plate.frames.last().map(|f| f.number).unwrap_or(0);
+        let mut lines = vec![
+            labels.plate.clone(),
+            format!("SHOT {}  {}", labels.shot, labels.version),
+            format!("FRAMES {first}-{last} ({n})"),
+            format!("FPS {}", fps.label()),
+            format!("COLOUR {}", movie_pipe.colourspace()),
+        ];
+        if let Some(t) = tc0 {
+            lines.push(format!("TC IN {t}"));
+            lines.push(format!("TC OUT {}", t.offset(n as i64 - 1)));
+        }
+        for e in &mut encoders {
+            let (ew, eh) = e.size();
+            e.push(&Rgb16::black(ew, eh), |c| slate(c, &lines))
+                .map_err(map_err)?;
+        }
+    }
+
+    // Filmstrip frames: evenly spaced indices.
+    let picks: Vec<usize> = (0..strip_count)
+        .map(|k| k * n / strip_count.max(1))
+        .collect();
+    let (tile_w, tile_h) = thumbnail::fit(w, h, par, strip_w, u32::MAX / 2);
+    let mut tiles: Vec<Option<image::RgbImage>> = vec![None; strip_count];
+    let want_strip = strip_count > 0 && !strip_done;
+
+    let pool = m::pool(ctx, StepKind::Review)?;
+    let mut last: Option<Rgb16> = None;
+    let mut last_tile: Option<image::RgbImage> = None;
+    let idx: Vec<usize> = (0..n).collect();
+    for batch in idx.chunks(m::jobs(ctx)) {
+        ctx.check_cancel()?;
+        let present: Vec<usize> = batch
+            .iter()
+            .copied()
+            .filter(|&i| plate.frames[i].src != FrameSrc::Missing)
+            .collect();
+        let rendered: Vec<(usize, Rgb16, Option<image::RgbImage>)> = pool.install(|| {
+            let imgs = m::decode_batch(plate, &present)?;
+            imgs.into_par_iter()
+                .zip(present.par_iter())
+                .map(|(img, &i)| {
+                    let img = img.ok_or_else(|| StepError::permanent("a frame vanished while rendering"))?;
+                    if img.width != w || img.height != h {
+                        return Err(StepError::permanent(format!(
+                            "frame {} is {}×{} but the plate is {w}×{h}; the frames of one plate must share a size",
+                            plate.frames[i].number, img.width, img.height
+                        )));
+                    }
+                    let tile = (want_strip && picks.contains(&i))
+                        .then(|| thumbnail::render(&img, strip_pipe, tile_w, tile_h));
+                    Ok((i, to_rgb16(&img, movie_pipe), tile))
+                })
+                .collect::<Result<Vec<_>, StepError>>()
+        })?;
+        let mut rendered = rendered.into_iter().peekable();
+        for &i in batch {
+            let f = &plate.frames[i];
+            let (pic, tile) = match rendered.peek() {
+                Some((j, _, _)) if *j == i => match rendered.next() {
+                    Some((_, p, t)) => (p, t),
+                    None => return Err(StepError::permanent("a rendered frame went missing")),
+                },
+                _ => {
+                    // A gap the policy lets through.
+                    let p = match (plate.gap_policy, &last) {
+                        (GapPolicy::Previous, Some(l)) => l.clone(),
+                        _ => Rgb16::black(w, h),
+                    };
+                    let t = match (plate.gap_policy, &last_tile) {
+                        (GapPolicy::Previous, Some(t)) => Some(t.clone()),
+                        _ => Some(image::RgbImage::new(tile_w, tile_h)),
+                    };
+                    (p, t.filter(|_| want_strip && picks.contains(&i)))
+                }
+            };
+            let tc = tc0.map(|t| t.offset(i as i64));
+            for e in &mut encoders {
+                let (ew, eh) = e.size();
+                let placed = pic.clone().placed(ew, eh);
+                if r.burn_in {
+                    e.push(&placed, |c| burn_in(c, labels, f.number, tc))
+                        .map_err(map_err)?;
+                } else {
+                    e.push(&placed, |_| {}).map_err(map_err)?;
+                }
+            }
+            if let Some(t) = tile {
+                if let Some(k) = picks.iter().position(|&p| p == i) {
+                    tiles[k] = Some(t.clone());
+                }
+                last_tile = Some(t);
+            }
+            last = Some(pic);
+        }
+    }
+    for e in encoders {
+        e.finish().map_err(map_err)?;
+    }
+
+    if !want_strip {
+        return Ok(None);
+    }
+    let sw = tile_w as usize * strip_count;
+    let mut strip = vec![0u8; sw * tile_h as usize * 3];
+    for (k, t) in tiles.iter().enumerate() {
+        let Some(t) = t else { continue };
+        let tw = t.width() as usize;
+        for y in 0..(t.height() as usize).min(tile_h as usize) {
+            let src = &t.as_raw()[y * tw * 3..(y + 1) * tw * 3];
+            let off = (y * sw + k * tile_w as usize) * 3;
+            strip[off..off + tw.min(tile_w as usize) * 3]
+                .copy_from_slice(&src[..tw.min(tile_w as usize) * 3]);
+        }
+    }
+    let q = ctx.settings.media.proxy.quality.clamp(1, 100);
+    let bytes = m::encode_jpeg(&strip, sw as u32, tile_h, q, "4:2:0", strip_dest)?;
+    write_output_atomic(strip_dest, &bytes, &msg.task_id, msg.attempt).map(Some)
+}
