@@ -862,6 +862,7 @@ fn uploads_use_the_three_step_flow() {
             .iter()
             .find(|q| q.label == "upload_put" && q.body == bytes)
             .unwrap_or_else(|| panic!("no PUT of {name}"));
+        assert_eq!(put.method, "PUT");
         assert!(
             put.header("authorization").is_none(),
             "presigned PUT with a bearer"
@@ -1205,6 +1206,15 @@ fn the_fake_is_strict() {
             .await
             .unwrap();
         assert_eq!(r.status(), 415);
+        let r = http
+            .post(url("/api/v1/entity/sequences/_search"))
+            .bearer_auth(&token)
+            .header("content-type", "application/vnd+shotgun.api3_array+json")
+            .body(filters)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
         // A link value as an integer → 400.
         let r = http
             .post(url("/api/v1/entity/sequences/_search"))
