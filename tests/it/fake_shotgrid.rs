@@ -613,7 +613,7 @@ impl Site {
             }
             out.insert(k.clone(), v.clone());
         }
-        if create && has_project(entity) && !out.get("project").is_some_and(|p| !p.is_null()) {
+        if create && has_project(entity) && out.get("project").is_none_or(|p| p.is_null()) {
             return Err(err(
                 400,
                 103,
