@@ -613,7 +613,7 @@ impl Site {
             }
             out.insert(k.clone(), v.clone());
         }
-        if create && has_project(entity) && !out.get("project").is_some_and(|p| !p.is_null()) {
+        if create && has_project(entity) && out.get("project").is_none_or(|p| p.is_null()) {
             return Err(err(
                 400,
                 103,
@@ -837,6 +837,10 @@ impl Site {
             .and_then(Value::as_u64)
             .unwrap_or(1)
             .max(1) as usize;
+        // Filters are checked even when no record is there to match.
+        if let Err(d) = self.matches(entity, 0, &Map::new(), &top) {
+            return err(400, 103, "Invalid filter", Some(&d));
+        }
         let mut hits = Vec::new();
         for (e, id, m) in &self.records {
             if e != entity {

@@ -862,6 +862,7 @@ fn uploads_use_the_three_step_flow() {
             .iter()
             .find(|q| q.label == "upload_put" && q.body == bytes)
             .unwrap_or_else(|| panic!("no PUT of {name}"));
+        assert_eq!(put.method, "PUT");
         assert!(
             put.header("authorization").is_none(),
             "presigned PUT with a bearer"
@@ -1205,6 +1206,15 @@ fn the_fake_is_strict() {
             .await
             .unwrap();
         assert_eq!(r.status(), 415);
+        let r = http
+            .post(url("/api/v1/entity/sequences/_search"))
+            .bearer_auth(&token)
+            .header("content-type", "application/vnd+shotgun.api3_array+json")
+            .body(filters)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
         // A link value as an integer → 400.
         let r = http
             .post(url("/api/v1/entity/sequences/_search"))
@@ -1346,4 +1356,54 @@ fn raw_create(fake: &FakeShotGrid, entity: &str, body: Value) -> i64 {
     })
     .join()
     .unwrap()
+}
+
+#[test]
+fn a_site_down_longer_than_the_client_retries_fails_the_step_transiently_then_it_succeeds() {
+    // Every create of the Version fails five times in a row (the client's whole
+    // budget): the register step fails as transient, the runtime retries it, and
+    // the retry searches before creating: still one of each.
+    let secrets = tempfile::tempdir().unwrap();
+    let fake = FakeShotGrid::start(Path::new("/nonexistent"));
+    let p = sg_project(&fake, secrets.path(), "probe, copy, register");
+    fake.remove("LocalStorage", "code", "primary");
+    fake.add_storage("primary", p.root.parent().unwrap());
+    fake.inject_n(
+        "create:Version",
+        0,
+        5,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+    );
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 2);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let graphs = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]);
+    let works: Vec<WorkDir> = graphs.iter().map(|g| WorkDir::create(g).unwrap()).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let statuses = rt
+        .block_on(embedded::run(
+            works,
+            super::publish::ctx(&p.settings),
+            EmbeddedOptions {
+                slots: 1,
+                retry_speedup: 1,
+                on_event: Arc::new(|_| {}),
+            },
+        ))
+        .unwrap();
+    let s = &statuses[0];
+    assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
+    let reg = s
+        .tasks
+        .iter()
+        .find(|t| t.kind == iom::task::StepKind::Register)
+        .unwrap();
+    match &reg.state {
+        iom::store::TaskState::Succeeded { attempt, .. } => assert_eq!(*attempt, 2),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fake.count("create:Version"), 6);
+    assert_one_of_each(&fake, &[]);
 }
