@@ -321,10 +321,7 @@ fn exposed(body: &str) -> BTreeSet<String> {
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
-            l.split(|c| c == '{' || c == ' ')
-                .next()
-                .unwrap_or("")
-                .to_string()
+            l.split(['{', ' ']).next().unwrap_or("").to_string()
         })
         .collect()
 }
@@ -561,9 +558,8 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
     for (name, health) in &loaded {
         assert!(health == "ok" || health == "unknown", "rule {name}: {health}");
     }
-    for (name, e) in alert_rules() {
-        prom.query(&http, &e); // evaluates (panics on a PromQL error)
-        let _ = name;
+    for (_, e) in alert_rules() {
+        let _ = prom.query(&http, &e); // evaluates (panics on a PromQL error)
     }
     let alerts = eventually(Duration::from_secs(30), "the step-error alert", || {
         let a = prom.api(&http, "alerts", &[]);
