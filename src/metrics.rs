@@ -285,7 +285,9 @@ impl Drop for InProgress {
 /// Counts a handled delivery by outcome (one of [`OUTCOMES`]).
 pub fn task_finished(kind: StepKind, outcome: &str) {
     let m = metrics();
-    m.finished.with_label_values(&[kind.as_str(), outcome]).inc();
+    m.finished
+        .with_label_values(&[kind.as_str(), outcome])
+        .inc();
     if outcome == "succeeded" {
         m.last_success
             .with_label_values(&[kind.as_str()])

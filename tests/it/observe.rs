@@ -289,7 +289,8 @@ fn dashboard_exprs() -> Vec<(String, String)> {
 }
 
 fn alert_rules() -> Vec<(String, String)> {
-    let v: serde_yaml::Value = serde_yaml::from_str(&read(&deploy("prometheus/alerts.yml"))).unwrap();
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&read(&deploy("prometheus/alerts.yml"))).unwrap();
     let mut out = Vec::new();
     for g in v["groups"].as_sequence().unwrap() {
         for r in g["rules"].as_sequence().unwrap() {
@@ -313,19 +314,16 @@ fn names_used() -> BTreeSet<String> {
         text.push_str(&e);
         text.push('\n');
     }
-    re.find_iter(&text).map(|m| m.as_str().to_string()).collect()
+    re.find_iter(&text)
+        .map(|m| m.as_str().to_string())
+        .collect()
 }
 
 /// Sample names in a text exposition.
 fn exposed(body: &str) -> BTreeSet<String> {
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            l.split(|c| c == '{' || c == ' ')
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
         .collect()
 }
 
@@ -375,7 +373,13 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
     let mut rows = Vec::new();
     let mut source_bytes = 0u64;
     for i in 0..PLATES {
-        let spec = PlateSpec::exr(&format!("A{i:03}"), &format!("A{i:03}C001."), 64, 36, FRAMES);
+        let spec = PlateSpec::exr(
+            &format!("A{i:03}"),
+            &format!("A{i:03}C001."),
+            64,
+            36,
+            FRAMES,
+        );
         for f in sample::write_plate(&p.delivery, &spec).unwrap() {
             source_bytes += std::fs::metadata(&f).unwrap().len();
         }
@@ -398,7 +402,11 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
     let _workers = Workers(vec![worker]);
     let wtarget = format!("127.0.0.1:{wport}");
     let btarget = format!("127.0.0.1:{bport}");
-    let prom = Prometheus::start(&http, std::slice::from_ref(&wtarget), std::slice::from_ref(&btarget));
+    let prom = Prometheus::start(
+        &http,
+        std::slice::from_ref(&wtarget),
+        std::slice::from_ref(&btarget),
+    );
     // Both targets up before the publish: Prometheus sees the series at zero.
     eventually(Duration::from_secs(30), "both targets up", || {
         let up = prom.query(&http, r#"up{job=~"iom-.+"} == 1"#);
@@ -417,9 +425,12 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
     for w in &works {
         assert_eq!(w.status().unwrap().state, GraphState::Succeeded);
     }
-    wait_job(&eng, Duration::from_secs(60), "every Tractor job done", |j| {
-        j.len() == PLATES && j.iter().all(|j| j.all_done())
-    });
+    wait_job(
+        &eng,
+        Duration::from_secs(60),
+        "every Tractor job done",
+        |j| j.len() == PLATES && j.iter().all(|j| j.all_done()),
+    );
 
     let tasks = (PLATES * STEPS) as f64;
     let w = r#"job="iom-worker""#;
@@ -455,7 +466,9 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
     assert_eq!(received["review"], 0.0);
     for outcome in ["dead_lettered", "unsettled", "stale", "already_done"] {
         assert_eq!(
-            v(format!(r#"sum(iom_tasks_finished_total{{{w},outcome="{outcome}"}})"#)),
+            v(format!(
+                r#"sum(iom_tasks_finished_total{{{w},outcome="{outcome}"}})"#
+            )),
             0.0,
             "{outcome}"
         );
@@ -467,43 +480,81 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
         all_received,
         "every delivery finished with an outcome"
     );
-    assert_eq!(v(format!(r#"sum(iom_task_retries_total{{{w},kind="probe"}})"#)), PLATES as f64);
-    assert_eq!(v(format!("sum(iom_task_retries_total{{{w}}})")), PLATES as f64);
+    assert_eq!(
+        v(format!(
+            r#"sum(iom_task_retries_total{{{w},kind="probe"}})"#
+        )),
+        PLATES as f64
+    );
+    assert_eq!(
+        v(format!("sum(iom_task_retries_total{{{w}}})")),
+        PLATES as f64
+    );
     assert_eq!(v(format!("sum(iom_task_redeliveries_total{{{w}}})")), 0.0);
     assert_eq!(v(format!("sum(iom_tasks_dead_lettered_total{{{w}}})")), 0.0);
     assert_eq!(v(format!("sum(iom_tasks_in_progress{{{w}}})")), 0.0);
     // Step runs: every probe once failed (transient) and once ran fine.
     assert_eq!(
-        v(format!(r#"sum(iom_step_duration_seconds_count{{{w},kind="probe",outcome="transient"}})"#)),
+        v(format!(
+            r#"sum(iom_step_duration_seconds_count{{{w},kind="probe",outcome="transient"}})"#
+        )),
         PLATES as f64
     );
     assert_eq!(
-        v(format!(r#"sum(iom_step_duration_seconds_count{{{w},outcome="ok"}})"#)),
+        v(format!(
+            r#"sum(iom_step_duration_seconds_count{{{w},outcome="ok"}})"#
+        )),
         tasks
     );
     // Queue wait: one observation per delivery; the retried probes waited in the
     // 1 s tier.
-    assert_eq!(v(format!("sum(iom_queue_wait_seconds_count{{{w}}})")), all_received);
-    let probe_wait = v(format!(r#"sum(iom_queue_wait_seconds_sum{{{w},kind="probe"}})"#));
-    assert!(probe_wait >= PLATES as f64 * 0.9, "probe queue wait {probe_wait}");
+    assert_eq!(
+        v(format!("sum(iom_queue_wait_seconds_count{{{w}}})")),
+        all_received
+    );
+    let probe_wait = v(format!(
+        r#"sum(iom_queue_wait_seconds_sum{{{w},kind="probe"}})"#
+    ));
+    assert!(
+        probe_wait >= PLATES as f64 * 0.9,
+        "probe queue wait {probe_wait}"
+    );
     // Copy IO: every source frame written once, read at least once.
     let frames = (PLATES as i64 * FRAMES) as f64;
-    assert_eq!(v(format!(r#"sum(iom_frames_processed_total{{{w},kind="copy"}})"#)), frames);
     assert_eq!(
-        v(format!(r#"sum(iom_bytes_written_total{{{w},kind="copy"}})"#)),
+        v(format!(
+            r#"sum(iom_frames_processed_total{{{w},kind="copy"}})"#
+        )),
+        frames
+    );
+    assert_eq!(
+        v(format!(
+            r#"sum(iom_bytes_written_total{{{w},kind="copy"}})"#
+        )),
         source_bytes as f64
     );
     assert!(v(format!(r#"sum(iom_bytes_read_total{{{w},kind="copy"}})"#)) >= source_bytes as f64);
-    assert_eq!(v(format!("sum(iom_amqp_publish_failures_total{{{w}}})")), 0.0);
+    assert_eq!(
+        v(format!("sum(iom_amqp_publish_failures_total{{{w}}})")),
+        0.0
+    );
     assert_eq!(v(format!("sum(iom_amqp_reconnects_total{{{w}}})")), 0.0);
-    let last_ok = v(format!(r#"max(iom_last_success_timestamp_seconds{{{w},kind="cleanup"}})"#));
+    let last_ok = v(format!(
+        r#"max(iom_last_success_timestamp_seconds{{{w},kind="cleanup"}})"#
+    ));
     assert!(
         (iom::queue::unix_ms_now() as f64 / 1000.0 - last_ok).abs() < 300.0,
         "last success {last_ok}"
     );
     // Build info, process metrics, and the node label from the deploy relabelling.
-    assert_eq!(v(r#"sum(iom_build_info{job="iom-worker",node="127.0.0.1"})"#.into()), 1.0);
-    assert_eq!(v(r#"sum(iom_build_info{job="iom-bridge",node="127.0.0.1"})"#.into()), 1.0);
+    assert_eq!(
+        v(r#"sum(iom_build_info{job="iom-worker",node="127.0.0.1"})"#.into()),
+        1.0
+    );
+    assert_eq!(
+        v(r#"sum(iom_build_info{job="iom-bridge",node="127.0.0.1"})"#.into()),
+        1.0
+    );
     assert!(v(format!("sum(iom_process_resident_memory_bytes{{{w}}})")) > 1e6);
     assert!(v(format!("sum(iom_process_open_fds{{{w}}})")) > 0.0);
 
@@ -516,22 +567,37 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
         .collect();
     eprintln!("observe: consumers per queue (from the bridge) {consumers:?}");
     for k in StepKind::ALL {
-        assert_eq!(consumers[&format!("t.tasks.{k}")], 1.0, "consumers of t.tasks.{k}");
+        assert_eq!(
+            consumers[&format!("t.tasks.{k}")],
+            1.0,
+            "consumers of t.tasks.{k}"
+        );
     }
     assert_eq!(consumers["t.retry.1s"], 0.0);
     assert_eq!(consumers["t.retry.2s"], 0.0);
     assert_eq!(consumers["t.dead"], 0.0);
     assert_eq!(
-        v(format!(r#"sum(iom_queue_messages{{{b},queue=~"t[.]tasks[.].+"}})"#)),
+        v(format!(
+            r#"sum(iom_queue_messages{{{b},queue=~"t[.]tasks[.].+"}})"#
+        )),
         0.0
     );
-    assert_eq!(v(format!(r#"sum(iom_queue_messages{{{b},queue="t.dead"}})"#)), 0.0);
-    let read_ago = v(format!("time() - max(iom_queue_depth_updated_timestamp_seconds{{{b}}})"));
+    assert_eq!(
+        v(format!(r#"sum(iom_queue_messages{{{b},queue="t.dead"}})"#)),
+        0.0
+    );
+    let read_ago = v(format!(
+        "time() - max(iom_queue_depth_updated_timestamp_seconds{{{b}}})"
+    ));
     assert!(read_ago < 30.0, "queue depths read {read_ago} s ago");
     let mirrored = v(format!("sum(iom_tractor_sync_lag_seconds_count{{{b}}})"));
     let lag_sum = v(format!("sum(iom_tractor_sync_lag_seconds_sum{{{b}}})"));
     assert!(mirrored >= PLATES as f64, "mirrored events {mirrored}");
-    assert!(lag_sum / mirrored < 30.0, "mean sync lag {}", lag_sum / mirrored);
+    assert!(
+        lag_sum / mirrored < 30.0,
+        "mean sync lag {}",
+        lag_sum / mirrored
+    );
 
     // Every dashboard expression evaluates, and returns data on this farm.
     let mut empty = Vec::new();
@@ -540,7 +606,11 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
             empty.push(format!("{at}: {e}"));
         }
     }
-    assert!(empty.is_empty(), "dashboard queries with no data:\n{}", empty.join("\n"));
+    assert!(
+        empty.is_empty(),
+        "dashboard queries with no data:\n{}",
+        empty.join("\n")
+    );
     // The alert rules loaded, evaluate without error, and react: the injected probe
     // failures (half of the probe runs) make the step-error alert pending, while a
     // healthy farm raises nothing else.
@@ -559,11 +629,13 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
         .collect();
     assert_eq!(loaded.len(), alert_rules().len(), "{loaded:?}");
     for (name, health) in &loaded {
-        assert!(health == "ok" || health == "unknown", "rule {name}: {health}");
+        assert!(
+            health == "ok" || health == "unknown",
+            "rule {name}: {health}"
+        );
     }
-    for (name, e) in alert_rules() {
-        prom.query(&http, &e); // evaluates (panics on a PromQL error)
-        let _ = name;
+    for (_, e) in alert_rules() {
+        let _ = prom.query(&http, &e); // evaluates (panics on a PromQL error)
     }
     let alerts = eventually(Duration::from_secs(30), "the step-error alert", || {
         let a = prom.api(&http, "alerts", &[]);
@@ -595,7 +667,10 @@ fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish
     for job in ["iom-worker", "iom-bridge"] {
         let dur = v(format!(r#"max(scrape_duration_seconds{{job="{job}"}})"#));
         let samples = v(format!(r#"max(scrape_samples_scraped{{job="{job}"}})"#));
-        eprintln!("observe: {job}: scrape {:.1} ms, {samples} samples", dur * 1000.0);
+        eprintln!(
+            "observe: {job}: scrape {:.1} ms, {samples} samples",
+            dur * 1000.0
+        );
         assert!(dur < 1.0, "{job} scrape took {dur} s");
     }
     let (_, body) = http
@@ -670,7 +745,10 @@ fn promtool_checks_the_config_the_rules_and_the_rule_unit_tests() {
             .current_dir(&dir),
         "promtool check rules",
     );
-    assert!(out.contains(&format!("SUCCESS: {} rules found", alert_rules().len())), "{out}");
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", alert_rules().len())),
+        "{out}"
+    );
     let out = run_ok(
         Command::new("promtool")
             .args(["test", "rules", "alerts_test.yml"])
@@ -702,11 +780,18 @@ fn promtool_checks_the_config_the_rules_and_the_rule_unit_tests() {
         }
     }
     let untested: Vec<_> = names.difference(&fired).collect();
-    assert!(untested.is_empty(), "alerts no unit test fires: {untested:?}");
+    assert!(
+        untested.is_empty(),
+        "alerts no unit test fires: {untested:?}"
+    );
 
     // The compose stack's target files are valid file-SD files for the same config.
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(dir.join("prometheus.yml"), tmp.path().join("prometheus.yml")).unwrap();
+    std::fs::copy(
+        dir.join("prometheus.yml"),
+        tmp.path().join("prometheus.yml"),
+    )
+    .unwrap();
     std::fs::copy(dir.join("alerts.yml"), tmp.path().join("alerts.yml")).unwrap();
     std::fs::create_dir_all(tmp.path().join("targets")).unwrap();
     for f in ["workers.yml", "bridge.yml"] {
@@ -715,8 +800,12 @@ fn promtool_checks_the_config_the_rules_and_the_rule_unit_tests() {
             tmp.path().join("targets").join(f),
         )
         .unwrap();
-        let v: serde_yaml::Value = serde_yaml::from_str(&read(&dir.join("targets").join(f))).unwrap();
-        assert!(v[0]["targets"].as_sequence().is_some_and(|t| !t.is_empty()), "{f}");
+        let v: serde_yaml::Value =
+            serde_yaml::from_str(&read(&dir.join("targets").join(f))).unwrap();
+        assert!(
+            v[0]["targets"].as_sequence().is_some_and(|t| !t.is_empty()),
+            "{f}"
+        );
     }
     run_ok(
         Command::new("promtool")
@@ -745,7 +834,8 @@ fn list(vhost: &str, what: &str, cols: &[&str]) -> BTreeSet<String> {
 fn rabbitmq_definitions_import_into_a_fresh_vhost_and_agree_with_the_topology() {
     let vh = Vhost::new();
     // The file names vhost "iom": import a copy that names the test's vhost.
-    let mut defs: Value = serde_json::from_str(&read(&deploy("rabbitmq/definitions.json"))).unwrap();
+    let mut defs: Value =
+        serde_json::from_str(&read(&deploy("rabbitmq/definitions.json"))).unwrap();
     assert_eq!(defs["vhosts"][0]["name"], "iom");
     defs["vhosts"] = serde_json::json!([{ "name": vh.name }]);
     for k in ["queues", "exchanges", "bindings", "policies"] {
@@ -755,7 +845,10 @@ fn rabbitmq_definitions_import_into_a_fresh_vhost_and_agree_with_the_topology() 
         }
     }
     for k in ["users", "permissions"] {
-        assert!(defs.get(k).is_none(), "definitions.json must hold no {k} (no secrets)");
+        assert!(
+            defs.get(k).is_none(),
+            "definitions.json must hold no {k} (no secrets)"
+        );
     }
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("definitions.json");
@@ -766,7 +859,12 @@ fn rabbitmq_definitions_import_into_a_fresh_vhost_and_agree_with_the_topology() 
     let bindings = list(
         &vh.name,
         "list_bindings",
-        &["source_name", "destination_name", "routing_key", "arguments"],
+        &[
+            "source_name",
+            "destination_name",
+            "routing_key",
+            "arguments",
+        ],
     );
     eprintln!(
         "observe: definitions imported: {} queues, {} bindings",
@@ -815,10 +913,18 @@ fn rabbitmq_definitions_import_into_a_fresh_vhost_and_agree_with_the_topology() 
     let bindings_after = list(
         &vh.name,
         "list_bindings",
-        &["source_name", "destination_name", "routing_key", "arguments"],
+        &[
+            "source_name",
+            "destination_name",
+            "routing_key",
+            "arguments",
+        ],
     );
     assert_eq!(queues_after, queues, "iom declared queues the file lacks");
-    assert_eq!(bindings_after, bindings, "iom declared bindings the file lacks");
+    assert_eq!(
+        bindings_after, bindings,
+        "iom declared bindings the file lacks"
+    );
     let names: BTreeSet<String> = queues
         .iter()
         .map(|q| q.split_whitespace().next().unwrap().to_string())
@@ -896,7 +1002,10 @@ fn grafana_dashboards_and_provisioning_are_consistent() {
         let mut ids = BTreeSet::new();
         let mut n = 0;
         for p in panels(&d) {
-            assert!(ids.insert(p["id"].as_i64().unwrap()), "{name}: duplicate panel id");
+            assert!(
+                ids.insert(p["id"].as_i64().unwrap()),
+                "{name}: duplicate panel id"
+            );
             let g = &p["gridPos"];
             assert!(
                 g["x"].as_i64().unwrap() + g["w"].as_i64().unwrap() <= 24,
@@ -907,7 +1016,11 @@ fn grafana_dashboards_and_provisioning_are_consistent() {
                 continue;
             }
             n += 1;
-            assert_eq!(p["datasource"]["uid"], "${datasource}", "{name}: {}", p["title"]);
+            assert_eq!(
+                p["datasource"]["uid"], "${datasource}",
+                "{name}: {}",
+                p["title"]
+            );
             let targets = p["targets"].as_array().unwrap();
             assert!(!targets.is_empty(), "{name}: {} has no query", p["title"]);
             for t in targets {
@@ -921,13 +1034,17 @@ fn grafana_dashboards_and_provisioning_are_consistent() {
     }
     assert_eq!(uids.len(), 3);
     // Provisioning: the provider path is where docker-compose mounts the JSON.
-    let prov: serde_yaml::Value = serde_yaml::from_str(&read(&deploy(
-        "grafana/provisioning/dashboards/iom.yaml",
-    )))
-    .unwrap();
-    let path = prov["providers"][0]["options"]["path"].as_str().unwrap().to_string();
+    let prov: serde_yaml::Value =
+        serde_yaml::from_str(&read(&deploy("grafana/provisioning/dashboards/iom.yaml"))).unwrap();
+    let path = prov["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(prov["apiVersion"].as_u64(), Some(1));
-    assert_eq!(prov["providers"][0]["allowUiUpdates"].as_bool(), Some(false));
+    assert_eq!(
+        prov["providers"][0]["allowUiUpdates"].as_bool(),
+        Some(false)
+    );
     let compose = read(&repo().join("docker-compose.yml"));
     assert!(compose.contains(&format!("./deploy/grafana/dashboards:{path}:ro")));
     let ds: serde_yaml::Value = serde_yaml::from_str(&read(&deploy(
@@ -935,7 +1052,12 @@ fn grafana_dashboards_and_provisioning_are_consistent() {
     )))
     .unwrap();
     assert_eq!(ds["datasources"][0]["type"].as_str(), Some("prometheus"));
-    assert!(ds["datasources"][0]["uid"].as_str().is_some_and(|u| !u.is_empty()), "pinned uid");
+    assert!(
+        ds["datasources"][0]["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty()),
+        "pinned uid"
+    );
 }
 
 #[test]
@@ -980,7 +1102,10 @@ fn compose_and_kubernetes_files_agree_with_the_code() {
     let kind = |k: &str| docs.iter().find(|d| d["kind"].as_str() == Some(k)).unwrap();
     let dep = kind("Deployment");
     let so = kind("ScaledObject");
-    assert_eq!(so["spec"]["scaleTargetRef"]["name"], dep["metadata"]["name"]);
+    assert_eq!(
+        so["spec"]["scaleTargetRef"]["name"],
+        dep["metadata"]["name"]
+    );
     let queues: BTreeSet<String> = so["spec"]["triggers"]
         .as_sequence()
         .unwrap()
@@ -995,14 +1120,21 @@ fn compose_and_kubernetes_files_agree_with_the_code() {
     let want: BTreeSet<String> = StepKind::ALL.iter().map(|k| names.work_queue(*k)).collect();
     assert_eq!(queues, want);
     let pod = &dep["spec"]["template"];
-    let port = pod["spec"]["containers"][0]["ports"][0]["containerPort"].as_u64().unwrap();
+    let port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+        .as_u64()
+        .unwrap();
     assert_eq!(
         pod["metadata"]["annotations"]["prometheus.io/port"].as_str(),
         Some(port.to_string().as_str())
     );
-    let grace = pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
     let defaults = Settings::load_with(None, &|_| None, std::iter::empty()).unwrap();
-    assert!(grace > defaults.worker.shutdown_grace_secs, "pod grace {grace} s");
+    assert!(
+        grace > defaults.worker.shutdown_grace_secs,
+        "pod grace {grace} s"
+    );
 
     // The units and compose hand the password over as IOM__BROKER__PASSWORD__FILE
     // or IOM_BROKER_PASSWORD: both reach the settings.
@@ -1018,7 +1150,9 @@ fn compose_and_kubernetes_files_agree_with_the_code() {
     .unwrap();
     assert_eq!(
         s.broker.password.file.as_deref(),
-        Some(Path::new("/run/credentials/iom-worker@1.service/broker-password"))
+        Some(Path::new(
+            "/run/credentials/iom-worker@1.service/broker-password"
+        ))
     );
 }
 
@@ -1042,7 +1176,11 @@ fn systemd_units_verify() {
         assert!(!u.contains("IOM_BROKER_PASSWORD="), "no password in a unit");
     }
     // The one conditional check of this file.
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!(
             "observe: SKIPPED systemd-analyze verify: systemd-analyze is not installed on this machine (Debian package systemd)"
         );
@@ -1053,12 +1191,18 @@ fn systemd_units_verify() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join("iom-worker@.service"),
-        worker.replace("/usr/local/bin/iom-worker", env!("CARGO_BIN_EXE_iom-worker")),
+        worker.replace(
+            "/usr/local/bin/iom-worker",
+            env!("CARGO_BIN_EXE_iom-worker"),
+        ),
     )
     .unwrap();
     std::fs::write(
         tmp.path().join("iom-bridge.service"),
-        bridge.replace("/usr/local/bin/iom-bridge", env!("CARGO_BIN_EXE_iom-bridge")),
+        bridge.replace(
+            "/usr/local/bin/iom-bridge",
+            env!("CARGO_BIN_EXE_iom-bridge"),
+        ),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")
@@ -1071,8 +1215,15 @@ fn systemd_units_verify() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{text}"
+    );
     let ours: Vec<&str> = text.lines().filter(|l| l.contains("iom-")).collect();
-    assert!(ours.is_empty(), "systemd-analyze warnings:\n{}", ours.join("\n"));
+    assert!(
+        ours.is_empty(),
+        "systemd-analyze warnings:\n{}",
+        ours.join("\n")
+    );
     eprintln!("observe: systemd-analyze verify: iom-worker@1.service and iom-bridge.service clean");
 }
