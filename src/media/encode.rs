@@ -134,12 +134,14 @@ pub struct EncodeSpec {
 
 impl EncodeSpec {
     /// The picture size the encoder takes for a `w × h` plate: even sizes for
-    /// subsampled chroma (the last column/row is cropped), 1920×1080 for DNxHD.
+    /// subsampled chroma (the last column/row is cropped), 1920×1080 for DNxHD,
+    /// at least 256×120 for DNxHR.
     pub fn output_size(kind: &EncodeKind, w: u32, h: u32) -> (u32, u32) {
         match kind {
             EncodeKind::H264 { .. } => ((w & !1).max(2), (h & !1).max(2)),
             EncodeKind::Delivery(c) if c.fixed_1080 => (1920, 1080),
-            EncodeKind::Delivery(c) if c.encoder == "dnxhd" => ((w & !1).max(2), h.max(1)),
+            // DNxHR refuses pictures under 256×120: small ones are letterboxed.
+            EncodeKind::Delivery(c) if c.encoder == "dnxhd" => ((w & !1).max(256), h.max(120)),
             EncodeKind::Delivery(_) => (w.max(1), h.max(1)),
         }
     }

@@ -33,6 +33,9 @@ use crate::store::{fsync_dir, OutputFile};
 use crate::task::{GapPolicy, PlateOutput, StepKind, TaskMessage};
 use crate::thumbnail;
 
+/// A rendered frame's files: (temporary file, destination, record).
+type Rendered = Vec<(PathBuf, PathBuf, OutputFile)>;
+
 /// One proxy set: a folder and a picture size.
 #[derive(Debug, Clone)]
 struct Set {
@@ -214,7 +217,7 @@ fn render_frame(
     number: i64,
     mut img: RgbImage,
     cfg: &crate::config::ProxySettings,
-) -> Result<Vec<(PathBuf, PathBuf, OutputFile)>, StepError> {
+) -> Result<Rendered, StepError> {
     let mut out = Vec::with_capacity(sets.len());
     let full = &sets[0];
     if img.width != full.width || img.height != full.height {
@@ -274,23 +277,22 @@ fn render_all(
     let cfg = &ctx.settings.media.proxy;
     for batch in todo.chunks(m::jobs(ctx)) {
         ctx.check_cancel()?;
-        let results: Vec<Result<Vec<(PathBuf, PathBuf, OutputFile)>, StepError>> =
-            pool.install(|| {
-                let imgs = match m::decode_batch(plate, batch) {
-                    Ok(v) => v,
-                    Err(e) => return vec![Err(e)],
-                };
-                imgs.into_par_iter()
-                    .zip(batch.par_iter())
-                    .map(|(img, &i)| {
-                        let number = plate.frames[i].number;
-                        let img = img.ok_or_else(|| {
-                            StepError::permanent(format!("frame {number} vanished while rendering"))
-                        })?;
-                        render_frame(msg, output, pipeline, sets, number, img, cfg)
-                    })
-                    .collect()
-            });
+        let results: Vec<Result<Rendered, StepError>> = pool.install(|| {
+            let imgs = match m::decode_batch(plate, batch) {
+                Ok(v) => v,
+                Err(e) => return vec![Err(e)],
+            };
+            imgs.into_par_iter()
+                .zip(batch.par_iter())
+                .map(|(img, &i)| {
+                    let number = plate.frames[i].number;
+                    let img = img.ok_or_else(|| {
+                        StepError::permanent(format!("frame {number} vanished while rendering"))
+                    })?;
+                    render_frame(msg, output, pipeline, sets, number, img, cfg)
+                })
+                .collect()
+        });
         // Rename what rendered (in order); on the first error remove the rest's temporaries.
         let mut first_err = None;
         for r in results {

@@ -452,7 +452,7 @@ fn delivery_codecs_from_the_table() {
         ("Apple ProRes 422", "prores", "Standard", (64, 36)),
         ("Apple ProRes 422 LT", "prores", "LT", (64, 36)),
         ("Apple ProRes 422 Proxy", "prores", "Proxy", (64, 36)),
-        ("Avid DnxHR 422", "dnxhd", "DNXHR HQX", (64, 36)),
+        ("Avid DnxHR 422", "dnxhd", "DNXHR HQX", (256, 120)),
         ("Avid DNxHD 422", "dnxhd", "", (1920, 1080)),
     ] {
         let mut e = env();
