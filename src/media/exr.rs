@@ -487,7 +487,6 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
         mut reader,
     } = open_header(path)?;
     let multi = meta.requirements.is_multilayer();
-    let parts = meta.headers.len();
 
     let total: u64 = meta.headers.iter().map(|h| h.chunk_count as u64).sum();
     let table_end = total

@@ -1,4 +1,3 @@
-mod bad_inputs;
 mod colour;
 mod edl;
 mod fake_tractor;
