@@ -624,7 +624,11 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
 
 /// Parses EDL bytes as [`parse_file`] does after reading them: UTF-8, UTF-16 with
 /// a BOM, or else Latin-1 (the first warning then says so). Pure: no IO.
-pub fn parse_bytes(bytes: Vec<u8>, rate: FrameRate, options: ParseOptions) -> Result<Edl, EdlError> {
+pub fn parse_bytes(
+    bytes: Vec<u8>,
+    rate: FrameRate,
+    options: ParseOptions,
+) -> Result<Edl, EdlError> {
     let (text, note) = decode(bytes);
     let mut edl = parse(&text, rate, options)?;
     if let Some(note) = note {

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use iom::config::Settings;
 use iom::edl::{self, ParseOptions};
+use iom::media;
 use iom::media::dpx::{self, DpxSpec};
 use iom::media::exr::{self, ExrSpec};
 use iom::media::movie::{self, MovieSpec};
-use iom::media;
 use iom::sample::{self, PlateSpec};
 use iom::scanlist;
 use iom::timecode::FrameRate;
@@ -168,8 +168,10 @@ fn frame_cases(dir: &Path) -> Vec<FrameCase> {
         f(&mut b);
         b
     };
-    let put_u64 = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-    let put_i32 = |b: &mut Vec<u8>, at: usize, v: i32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put_u64 =
+        |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    let put_i32 =
+        |b: &mut Vec<u8>, at: usize, v: i32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
     let e = |name, bytes, want| FrameCase {
         name,
         bytes,
@@ -216,7 +218,13 @@ fn frame_cases(dir: &Path) -> Vec<FrameCase> {
         ),
         e(
             "exr_chunk_size_overlaps_next",
-            patched(&|b| put_i32(b, first_chunk + 4, (second_chunk - first_chunk) as i32 + 100)),
+            patched(&|b| {
+                put_i32(
+                    b,
+                    first_chunk + 4,
+                    (second_chunk - first_chunk) as i32 + 100,
+                )
+            }),
             Want::Verify("into chunk"),
         ),
         e(
@@ -281,7 +289,11 @@ fn frame_cases(dir: &Path) -> Vec<FrameCase> {
             }),
             Want::Verify("pixel limit"),
         ),
-        d("dpx_three_bytes", b"SDP".to_vec(), Want::Verify("truncated")),
+        d(
+            "dpx_three_bytes",
+            b"SDP".to_vec(),
+            Want::Verify("truncated"),
+        ),
         d(
             "dpx_cut_in_header",
             dpx[..300].to_vec(),
@@ -704,7 +716,12 @@ fn cli_unreadable_files_are_named() {
     let out = run_with_limit(publish, Duration::from_secs(60));
     let err = stderr(&out);
     assert_ne!(out.status.code(), Some(0), "{err}");
-    assert_names("scanlist_unreadable", &err, &locked_sheet, "ermission denied");
+    assert_names(
+        "scanlist_unreadable",
+        &err,
+        &locked_sheet,
+        "ermission denied",
+    );
     chmod(&locked_frame, 0o644);
     chmod(&locked_edl, 0o644);
     chmod(&locked_sheet, 0o644);
@@ -946,7 +963,11 @@ fn sheet_cases(p: &Project, spec: &PlateSpec) -> Vec<SheetCase> {
         ),
         bytes(
             "sheet_biff_xls",
-            [&[0xD0u8, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1][..], &[0u8; 504][..]].concat(),
+            [
+                &[0xD0u8, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1][..],
+                &[0u8; 504][..],
+            ]
+            .concat(),
             "binary Excel",
         ),
         bytes(
