@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = dpx::read_info(path);
         let _ = dpx::verify(path);
         if let Ok(img) = dpx::read_pixels(path) {
-            assert_eq!(img.data.len() as u64, u64::from(h.width) * u64::from(h.height) * 3);
+            assert_eq!(
+                img.data.len() as u64,
+                u64::from(h.width) * u64::from(h.height) * 3
+            );
         }
     }
 });

@@ -25,10 +25,30 @@ fn main() {
     // EDLs: the first byte picks the frame rate (see fuzz_targets/edl.rs).
     let edl_dir = out.join("edl");
     let clips = [
-        EdlClip { clip_name: "A001_C001", src_in: "10:00:00:00", frames: 24, speed: None },
-        EdlClip { clip_name: "A002_C003", src_in: "11:22:33:04", frames: 17, speed: Some(47.6) },
-        EdlClip { clip_name: "B004_C010", src_in: "02:00:00:00", frames: 30, speed: Some(0.0) },
-        EdlClip { clip_name: "B004_C011", src_in: "02:00:10:00", frames: 12, speed: Some(-24.0) },
+        EdlClip {
+            clip_name: "A001_C001",
+            src_in: "10:00:00:00",
+            frames: 24,
+            speed: None,
+        },
+        EdlClip {
+            clip_name: "A002_C003",
+            src_in: "11:22:33:04",
+            frames: 17,
+            speed: Some(47.6),
+        },
+        EdlClip {
+            clip_name: "B004_C010",
+            src_in: "02:00:00:00",
+            frames: 30,
+            speed: Some(0.0),
+        },
+        EdlClip {
+            clip_name: "B004_C011",
+            src_in: "02:00:10:00",
+            frames: 12,
+            speed: Some(-24.0),
+        },
     ];
     for (i, (rate, start)) in [
         (FrameRate::FPS_24, "01:00:00:00"),
@@ -72,14 +92,22 @@ fn main() {
         spec.bit_depth = *bits;
         spec.generic_only = *generic;
         if !generic {
-            spec.timecode = Some(Timecode::from_frames(86_400 + i as i64, FrameRate::FPS_24, false));
+            spec.timecode = Some(Timecode::from_frames(
+                86_400 + i as i64,
+                FrameRate::FPS_24,
+                false,
+            ));
             spec.film_fps = Some(24.0);
             spec.tv_fps = Some(if i % 2 == 0 { 24.0 } else { f32::NAN });
             spec.original_size = Some((6, 3));
         }
         let p = tmp.join(format!("d{i}.dpx"));
         dpx::write_frame(&p, &spec).expect("dpx");
-        put(&dpx_dir, &format!("{i}.dpx"), &std::fs::read(&p).expect("read dpx"));
+        put(
+            &dpx_dir,
+            &format!("{i}.dpx"),
+            &std::fs::read(&p).expect("read dpx"),
+        );
     }
 
     // Scanlists: iom's writer, then hostile hand-made sheets.
@@ -117,24 +145,43 @@ fn main() {
     let rows = vec![row(1, "plate"), row(2, "plate 2/한글"), row(3, "mov")];
     let p = tmp.join("scanlist_01.xlsx");
     scanlist::write::write(&p, &rows, &[], &settings).expect("scanlist");
-    put(&sl_dir, "written.xlsx", &std::fs::read(&p).expect("read scanlist"));
+    put(
+        &sl_dir,
+        "written.xlsx",
+        &std::fs::read(&p).expect("read scanlist"),
+    );
     let mut wb = rust_xlsxwriter::Workbook::new();
     {
         let ws = wb.add_worksheet();
         ws.set_name("Other").expect("name");
-        for (c, h) in ["check", "shot_name", "scan_path", "version", "bogus", "duraiton"].iter().enumerate() {
+        for (c, h) in [
+            "check",
+            "shot_name",
+            "scan_path",
+            "version",
+            "bogus",
+            "duraiton",
+        ]
+        .iter()
+        .enumerate()
+        {
             ws.write(0, c as u16, *h).expect("cell");
         }
         ws.write(1, 0, "o").expect("cell");
         ws.write(1, 1, "ABC_0010").expect("cell");
-        ws.write_formula(1, 2, "=HYPERLINK(\"http://x\",\"click\")").expect("cell");
+        ws.write_formula(1, 2, "=HYPERLINK(\"http://x\",\"click\")")
+            .expect("cell");
         ws.write(1, 3, 1e300).expect("cell");
         ws.write(2, 2, "/etc/passwd").expect("cell");
         ws.write(3, 9, "no header").expect("cell");
     }
     let p = tmp.join("hostile.xlsx");
     wb.save(&p).expect("save");
-    put(&sl_dir, "hostile.xlsx", &std::fs::read(&p).expect("read hostile"));
+    put(
+        &sl_dir,
+        "hostile.xlsx",
+        &std::fs::read(&p).expect("read hostile"),
+    );
 
     // Task messages.
     let tm_dir = out.join("task_message");
@@ -158,8 +205,20 @@ fn main() {
         jpg_2k_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg_2k".into(),
     };
     let steps = [
-        (StepKind::Probe, Step::Probe { source: source.clone(), gap_policy: GapPolicy::Black }),
-        (StepKind::Copy, Step::Copy { source, output: output.clone() }),
+        (
+            StepKind::Probe,
+            Step::Probe {
+                source: source.clone(),
+                gap_policy: GapPolicy::Black,
+            },
+        ),
+        (
+            StepKind::Copy,
+            Step::Copy {
+                source,
+                output: output.clone(),
+            },
+        ),
         (StepKind::Cleanup, Step::Cleanup { output }),
     ];
     for (i, (kind, step)) in steps.into_iter().enumerate() {
@@ -176,9 +235,17 @@ fn main() {
 
     // Tcl: words that need each kind of quoting, and the golden job scripts.
     let tcl_dir = out.join("tcl_quoting");
-    for (i, w) in ["plain", "two words", "{unbalanced", "a\\b$c[d]\"e\"", "#comment", "tab\there\nnl", "한글 {x} \\"]
-        .iter()
-        .enumerate()
+    for (i, w) in [
+        "plain",
+        "two words",
+        "{unbalanced",
+        "a\\b$c[d]\"e\"",
+        "#comment",
+        "tab\there\nnl",
+        "한글 {x} \\",
+    ]
+    .iter()
+    .enumerate()
     {
         put(&tcl_dir, &format!("word-{i}.txt"), w.as_bytes());
     }
@@ -186,7 +253,11 @@ fn main() {
     if let Ok(rd) = std::fs::read_dir(&golden) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            put(&tcl_dir, &name, &std::fs::read(e.path()).expect("read golden"));
+            put(
+                &tcl_dir,
+                &name,
+                &std::fs::read(e.path()).expect("read golden"),
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
