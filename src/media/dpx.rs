@@ -272,7 +272,7 @@ pub fn parse_header(path: &Path, buf: &[u8], file_len: u64) -> Result<DpxHeader,
     let magic_bytes: [u8; 4] = match buf.get(..4).and_then(|b| b.try_into().ok()) {
         Some(b) => b,
         None => {
-            let prefix_of = |m: &[u8]| m.starts_with(&buf[..]);
+            let prefix_of = |m: &[u8]| m.starts_with(buf);
             if prefix_of(b"SDPX") || prefix_of(b"XPDS") {
                 return Err(MediaError::truncated(
                     path,
