@@ -99,6 +99,14 @@ pub enum EdlError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The path is not a regular file (a FIFO, a device, a folder).
+    #[error("{path}: is {kind}, not an EDL file; only regular files are read")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
     /// The file is far larger than any EDL.
     #[error("{path}: {size} bytes is too large for an EDL (limit {limit}); check that this file is a CMX3600 EDL")]
     TooLarge {
@@ -174,7 +182,7 @@ impl EdlError {
     /// The line the error is about (`None` for file-level errors).
     pub fn location(&self) -> Option<&Location> {
         match self {
-            EdlError::Io { .. } | EdlError::TooLarge { .. } => None,
+            EdlError::Io { .. } | EdlError::NotAFile { .. } | EdlError::TooLarge { .. } => None,
             EdlError::Syntax { at, .. }
             | EdlError::Timecode { at, .. }
             | EdlError::Reversed { at, .. }
@@ -187,7 +195,7 @@ impl EdlError {
     /// The same error naming `path` as the EDL it came from.
     pub fn with_file(mut self, path: &Path) -> Self {
         match &mut self {
-            EdlError::Io { .. } | EdlError::TooLarge { .. } => {}
+            EdlError::Io { .. } | EdlError::NotAFile { .. } | EdlError::TooLarge { .. } => {}
             EdlError::Syntax { at, .. }
             | EdlError::Timecode { at, .. }
             | EdlError::Reversed { at, .. }
@@ -552,6 +560,15 @@ pub fn parse_file(path: &Path, rate: FrameRate, options: ParseOptions) -> Result
         path: path.to_path_buf(),
         source,
     };
+    // A FIFO or device named `.edl` would block the open or the read forever;
+    // look before opening (symlinks are followed: a link to a file is fine).
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(EdlError::NotAFile {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta),
+        });
+    }
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     let too_large = |size| EdlError::TooLarge {
@@ -570,11 +587,52 @@ pub fn parse_file(path: &Path, rate: FrameRate, options: ParseOptions) -> Result
     if bytes.len() as u64 > MAX_EDL_BYTES {
         return Err(too_large(bytes.len() as u64));
     }
+    let mut edl = parse_bytes(bytes, rate, options).map_err(|e| e.with_file(path))?;
+    if let Some(w) = edl.warnings.first_mut() {
+        if w.starts_with(ENCODING_NOTE) {
+            *w = format!("{}: {}", path.display(), &w[ENCODING_NOTE.len()..]);
+        }
+    }
+    Ok(edl)
+}
+
+/// Prefix of the warning [`parse_bytes`] adds when the bytes were not UTF-8.
+const ENCODING_NOTE: &str = "EDL text: ";
+
+/// What a non-regular file is, for [`EdlError::NotAFile`].
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if meta.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Parses EDL bytes as [`parse_file`] does after reading them: UTF-8, UTF-16 with
+/// a BOM, or else Latin-1 (the first warning then says so). Pure: no IO.
+pub fn parse_bytes(
+    bytes: Vec<u8>,
+    rate: FrameRate,
+    options: ParseOptions,
+) -> Result<Edl, EdlError> {
     let (text, note) = decode(bytes);
-    let mut edl = parse(&text, rate, options).map_err(|e| e.with_file(path))?;
+    let mut edl = parse(&text, rate, options)?;
     if let Some(note) = note {
-        edl.warnings
-            .insert(0, format!("{}: {note}", path.display()));
+        edl.warnings.insert(0, format!("{ENCODING_NOTE}{note}"));
     }
     Ok(edl)
 }

@@ -912,6 +912,20 @@ fn group_key(r: &ValidRow<'_>) -> String {
 fn check_group_consistency(rows: &[ValidRow<'_>]) -> Vec<RowError> {
     let mut out = Vec::new();
     let first = &rows[0];
+    // A row repeated cell for cell is a copy-paste slip, not a retime variant
+    // (those differ in their ranges or retime columns): name both rows.
+    for (i, r) in rows.iter().enumerate().skip(1) {
+        if let Some(same) = rows[..i].iter().find(|o| *o.row == *r.row) {
+            out.push(RowError {
+                row: r.line,
+                column: None,
+                message: format!(
+                    "repeats row {} cell for cell ({} {} {}); delete one of the two rows",
+                    same.line, r.shot, r.row.scan_name, r.seq_type
+                ),
+            });
+        }
+    }
     for r in &rows[1..] {
         let mut differs = |column: &'static str, what: String| {
             out.push(RowError {

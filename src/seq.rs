@@ -311,6 +311,16 @@ pub fn discover(root: &Path, settings: &ScanSettings) -> Result<Discovery, SeqEr
         if entry.file_type().is_dir() {
             continue;
         }
+        // A FIFO, socket or device would block or never end the reads of the
+        // frame, movie or EDL readers: report it instead of opening it.
+        if !entry.file_type().is_file() && !entry.file_type().is_symlink() {
+            out.issues.push(WalkIssue {
+                path: entry.path().to_path_buf(),
+                message: "not a regular file (a FIFO, socket or device); skipped".into(),
+                is_error: true,
+            });
+            continue;
+        }
         let Some(name) = entry.file_name().to_str() else {
             out.issues.push(WalkIssue {
                 path: entry.path().to_path_buf(),

@@ -49,6 +49,10 @@ const IMAGE_HEADER_END: usize = 1408;
 /// The largest image (pixels) [`read_pixels`] decodes: 8192 × 8192.
 pub const MAX_PIXELS: u64 = 8192 * 8192;
 
+/// The largest width or height accepted: no scanner or camera writes more, and a
+/// corrupt size field must not drive allocations.
+pub const MAX_DIMENSION: u32 = 65_536;
+
 /// The value of an undefined 32-bit field.
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 
@@ -256,11 +260,19 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
         .take(FULL_HEADER_LEN as u64)
         .read_to_end(&mut buf)
         .map_err(MediaError::io(path))?;
+    let header = parse_header(path, &buf, file_len)?;
+    Ok((header, file_len))
+}
 
+/// Parses a header from the first bytes of a file (up to [`FULL_HEADER_LEN`] are
+/// read; fewer when the file is shorter). `path` only names the file in errors and
+/// `file_len` only in messages; pure, no IO. [`read_header`] reads and calls this.
+pub fn parse_header(path: &Path, buf: &[u8], file_len: u64) -> Result<DpxHeader, MediaError> {
+    let buf = &buf[..buf.len().min(FULL_HEADER_LEN)];
     let magic_bytes: [u8; 4] = match buf.get(..4).and_then(|b| b.try_into().ok()) {
         Some(b) => b,
         None => {
-            let prefix_of = |m: &[u8]| m.starts_with(&buf[..]);
+            let prefix_of = |m: &[u8]| m.starts_with(buf);
             if prefix_of(b"SDPX") || prefix_of(b"XPDS") {
                 return Err(MediaError::truncated(
                     path,
@@ -297,7 +309,7 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
     debug_assert_eq!(u32::from_be_bytes(*b"SDPX"), MAGIC);
 
     let all = Fields {
-        buf: &buf,
+        buf,
         big,
         end: buf.len(),
     };
@@ -330,7 +342,7 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
         .unwrap_or(usize::MAX)
         .min(buf.len());
     let f = Fields {
-        buf: &buf,
+        buf,
         big,
         end: header_end,
     };
@@ -341,6 +353,14 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
         return Err(corrupt(
             path,
             format!("image size is {width}×{height} (bytes 772/776)"),
+        ));
+    }
+    if width > MAX_DIMENSION || height > MAX_DIMENSION {
+        return Err(corrupt(
+            path,
+            format!(
+                "image size {width}×{height} (bytes 772/776) is over the {MAX_DIMENSION}-pixel limit per side"
+            ),
         ));
     }
     let original_size = match (f.defined_u32(1424), f.defined_u32(1428)) {
@@ -375,7 +395,7 @@ pub fn read_header(path: &Path) -> Result<(DpxHeader, u64), MediaError> {
         tv_fps: f.f32(1940).filter(|&r| r > 0.0),
         text,
     };
-    Ok((header, file_len))
+    Ok(header)
 }
 
 /// Reads the header: size from bytes 772/776, channels, bit depth, timecode
@@ -427,7 +447,9 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
     check_length(path, &h, file_len)
 }
 
-fn check_length(path: &Path, h: &DpxHeader, file_len: u64) -> Result<(), MediaError> {
+/// The length checks of [`verify`] on a parsed header: the file must hold the
+/// header's file size and the pixel data it describes.
+pub fn check_length(path: &Path, h: &DpxHeader, file_len: u64) -> Result<(), MediaError> {
     if let Some(size) = h.file_size {
         if file_len < size {
             return Err(MediaError::truncated(

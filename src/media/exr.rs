@@ -472,11 +472,11 @@ pub fn read_info(path: &Path) -> Result<ImageInfo, MediaError> {
 // verify
 // ---------------------------------------------------------------------------
 
-/// Checks that the file is complete: header parses, offset table present, the
-/// last chunk ends inside the file.
+/// Checks that the file is complete: header parses, offset table present, every
+/// chunk ends inside the file and before the next one.
 ///
-/// Reads the header, the offset tables and the few bytes of the chunk header at
-/// the largest offset; never pixels. An offset of 0 means the writer never came
+/// Reads the header, the offset tables and the few bytes of each chunk's header
+/// (its part number and declared size); never pixels. An offset of 0 means the writer never came
 /// back to fill the table in (an interrupted copy or render) and counts as
 /// truncated.
 pub fn verify(path: &Path) -> Result<(), MediaError> {
@@ -487,7 +487,6 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
         mut reader,
     } = open_header(path)?;
     let multi = meta.requirements.is_multilayer();
-    let parts = meta.headers.len();
 
     let total: u64 = meta.headers.iter().map(|h| h.chunk_count as u64).sum();
     let table_end = total
@@ -513,8 +512,8 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
         }
     };
 
-    // (offset, part, index in its table) of the chunk furthest into the file.
-    let mut last: Option<(u64, usize, u64)> = None;
+    // (offset, part, index in its table) of every chunk.
+    let mut chunks: Vec<(u64, usize, u64)> = Vec::new();
     for (part, h) in meta.headers.iter().enumerate() {
         for index in 0..h.chunk_count as u64 {
             let mut b = [0u8; 8];
@@ -550,28 +549,97 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
                     ),
                 ));
             }
-            if last.is_none_or(|(o, _, _)| offset > o) {
-                last = Some((offset, part, index));
-            }
+            chunks.push((offset, part, index));
         }
     }
 
-    let Some((offset, table_part, index)) = last else {
-        return Ok(());
-    };
-    reader
-        .seek(SeekFrom::Start(offset))
-        .map_err(MediaError::io(path))?;
+    // Every chunk's own header: its part number and declared size must keep it
+    // inside the file and clear of the next chunk. Read with positioned reads
+    // of a few bytes each, in file order.
+    chunks.sort_unstable();
+    let file = reader.get_ref();
+    for (i, &(offset, table_part, index)) in chunks.iter().enumerate() {
+        let what = label(table_part, index);
+        let next = chunks.get(i + 1).copied();
+        if let Some((next_offset, np, ni)) = next {
+            if next_offset == offset {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "{what} and {} both point at byte {}",
+                        label(np, ni),
+                        group_digits(offset)
+                    ),
+                ));
+            }
+        }
+        let desc = if next.is_none() {
+            format!("the last chunk ({what} at byte {})", group_digits(offset))
+        } else {
+            format!("{what} at byte {}", group_digits(offset))
+        };
+        let (len, end) = chunk_end(path, &meta, multi, file, offset, &desc, file_len)?;
+        if end > file_len {
+            let detail = format!(
+                "{desc} needs {} bytes up to byte {}, file is {} bytes",
+                group_digits(len),
+                group_digits(end),
+                group_digits(file_len)
+            );
+            return Err(if next.is_none() {
+                MediaError::truncated(path, detail)
+            } else {
+                corrupt(path, detail)
+            });
+        }
+        if let Some((next_offset, np, ni)) = next {
+            if end > next_offset {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "{what} at byte {} declares a size that runs to byte {}, into {} at byte {}",
+                        group_digits(offset),
+                        group_digits(end),
+                        label(np, ni),
+                        group_digits(next_offset)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The length of the chunk at `offset` and where it ends, from its own header
+/// (part number for multi-part files, block coordinates, declared sizes);
+/// `what` names the chunk in errors.
+fn chunk_end(
+    path: &Path,
+    meta: &MetaData,
+    multi: bool,
+    file: &File,
+    offset: u64,
+    what: &str,
+    file_len: u64,
+) -> Result<(u64, u64), MediaError> {
+    use std::os::unix::fs::FileExt as _;
+    let parts = meta.headers.len();
     let mut head = [0u8; 48];
-    let got = read_up_to(&mut reader, &mut head).map_err(MediaError::io(path))?;
+    let mut got = 0usize;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(MediaError::io(path)(e)),
+        }
+    }
     let head = &head[..got];
-    let what = label(table_part, index);
     let cut_header = || {
         MediaError::truncated(
             path,
             format!(
-                "the last chunk ({what} at byte {}) is cut inside its header, file is {} bytes",
-                group_digits(offset),
+                "{what} is cut inside its header, file is {} bytes",
                 group_digits(file_len)
             ),
         )
@@ -594,10 +662,7 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
             None => {
                 return Err(corrupt(
                     path,
-                    format!(
-                        "{what} at byte {} names part {p}, the file has {parts}",
-                        group_digits(offset)
-                    ),
+                    format!("{what} names part {p}, the file has {parts}"),
                 ))
             }
         }
@@ -620,22 +685,8 @@ pub fn verify(path: &Path) -> Result<(), MediaError> {
             .map_err(|_| corrupt(path, format!("{what} declares a negative size ({size})")))?;
         (pos as u64 + 4, size)
     };
-    let end = offset
-        .saturating_add(chunk_header_len)
-        .saturating_add(data_len);
-    if end > file_len {
-        return Err(MediaError::truncated(
-            path,
-            format!(
-                "the last chunk ({what} at byte {}) needs {} bytes up to byte {}, file is {} bytes",
-                group_digits(offset),
-                group_digits(chunk_header_len + data_len),
-                group_digits(end),
-                group_digits(file_len)
-            ),
-        ));
-    }
-    Ok(())
+    let len = chunk_header_len.saturating_add(data_len);
+    Ok((len, offset.saturating_add(len)))
 }
 
 // ---------------------------------------------------------------------------

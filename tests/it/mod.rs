@@ -1,3 +1,4 @@
+mod bad_inputs;
 mod colour;
 mod edl;
 mod fake_shotgrid;
