@@ -1396,7 +1396,9 @@ impl PublisherInner {
             Ok(Ok(Confirmation::Ack(Some(_)))) => Some("returned"),
             Ok(Ok(_)) => Some("nack"),
         };
-        failed.map(crate::metrics::publish_failed);
+        if let Some(reason) = failed {
+            crate::metrics::publish_failed(reason);
+        }
         match outcome {
             Err(_) => {
                 self.drop_channel().await;
