@@ -418,13 +418,6 @@ fn run_demo(mut settings: Settings, args: DemoArgs) -> anyhow::Result<u8> {
         "iom demo: named {n} shots in {} (as the IO coordinator would)",
         edited.display()
     );
-    // Proxies and review movies arrive with the farm media steps; until then the
-    // demo's graphs hold the steps that are implemented.
-    use iom::task::StepKind;
-    settings
-        .publish
-        .steps
-        .retain(|k| !matches!(k, StepKind::Proxy | StepKind::Review));
     settings.broker.url.clear();
     eprintln!(
         "iom demo: publishing in-process into {}",

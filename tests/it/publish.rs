@@ -767,3 +767,54 @@ fn resume_republishes_what_a_crashed_submit_left_undispatched() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("re-published 0 task(s)"));
 }
+
+/// The README's first command: `iom demo DIR` generates a delivery, scans it, names
+/// the shots, publishes them in-process with every step (proxies and review movies
+/// included) and leaves it all in DIR.
+#[test]
+fn the_demo_publishes_every_step_in_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_iom"))
+        .arg("demo")
+        .arg(&dir)
+        .current_dir(tmp.path())
+        .env_remove("IOM__BROKER__URL")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "iom demo failed:\n{text}");
+    assert!(text.contains("=> Succeeded"), "{text}");
+    assert!(!text.contains("=> Failed"), "{text}");
+    for kind in ["proxy", "review", "register"] {
+        assert!(
+            text.contains(&format!(".{kind}  [done")),
+            "no {kind} done:\n{text}"
+        );
+    }
+    let mut jpgs = 0;
+    let mut mp4s = 0;
+    let mut stack = vec![dir.join("show")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "mp4") {
+                assert!(std::fs::metadata(&p).unwrap().len() > 0, "{}", p.display());
+                mp4s += 1;
+            } else if p.extension().is_some_and(|x| x == "jpg")
+                && p.parent().unwrap().to_string_lossy().ends_with("_jpg")
+            {
+                jpgs += 1;
+            }
+        }
+    }
+    assert!(mp4s >= 2, "review movies: {mp4s}\n{text}");
+    assert!(jpgs >= 24, "JPEG proxies: {jpgs}\n{text}");
+    assert!(dir.join("show/demo/.iom/tracker").is_dir(), "{text}");
+}
