@@ -58,11 +58,19 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
         eprintln!("warning: {}: {w}", args.scanlist.display());
     }
     let tracker = iom::tracker::open_tracker(settings)?;
-    let versions = |k: &plan::PublishInfoKey| {
-        tracker
-            .find_versions(&k.project, &k.shot, &k.seq_type)
-            .unwrap_or_default()
-    };
+    // A tracker that cannot be read must stop the plan: guessing "no versions"
+    // would number a publish over one the tracker already holds.
+    let tracker_error: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
+    let versions =
+        |k: &plan::PublishInfoKey| match tracker.find_versions(&k.project, &k.shot, &k.seq_type) {
+            Ok(v) => v,
+            Err(e) => {
+                tracker_error
+                    .borrow_mut()
+                    .get_or_insert_with(|| format!("{} {} {}: {e}", k.project, k.shot, k.seq_type));
+                Vec::new()
+            }
+        };
     let opts = PlanOptions {
         force: args.force,
         version_override: args.version,
@@ -75,7 +83,16 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
         .copied()
         .zip(sheet.rows.iter().cloned())
         .collect();
-    match plan::plan_numbered(&numbered, settings, &opts, &versions) {
+    let planned = plan::plan_numbered(&numbered, settings, &opts, &versions);
+    if let Some(e) = tracker_error.into_inner() {
+        eprintln!(
+            "iom: {}: cannot read the existing versions from the tracker ({e}); \
+             nothing was published: fix the tracker settings or wait for the site, then publish again",
+            args.scanlist.display()
+        );
+        return Ok(None);
+    }
+    match planned {
         Ok(p) => {
             for w in &p.warnings {
                 eprintln!("warning: {w}");

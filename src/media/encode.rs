@@ -13,7 +13,9 @@ use ff::ffi;
 use ffmpeg_next as ff;
 
 use super::font::Canvas;
-use super::movie::{alloc_frame, ff_message, ffmpeg_err, init, set_colour_details};
+use super::movie::{
+    add_video_stream, alloc_frame, ff_message, ffmpeg_err, init, set_colour_details,
+};
 use super::MediaError;
 use crate::timecode::FrameRate;
 
@@ -346,21 +348,15 @@ impl MovieEncoder {
                 ),
             )
         })?;
-        let stream_index = {
-            let mut ost = octx
-                .add_stream(codec)
-                .map_err(fail("adding the video stream"))?;
-            ost.set_parameters(&enc);
-            ost.set_time_base(time_base);
-            ost.set_avg_frame_rate(fps);
-            ost.set_rate(fps);
-            if let Some(tc) = &spec.timecode {
-                let mut md = ff::Dictionary::new();
-                md.set("timecode", tc);
-                ost.set_metadata(md);
-            }
-            ost.index()
-        };
+        let stream_index = add_video_stream(
+            &mut octx,
+            codec,
+            &enc,
+            time_base,
+            fps,
+            spec.timecode.as_deref(),
+        )
+        .map_err(fail("adding the video stream"))?;
         let mut header_opts = ff::Dictionary::new();
         if container == "mp4" {
             header_opts.set("movflags", "+faststart");

@@ -1664,6 +1664,30 @@ pub fn write_test_movie(path: &Path, spec: &MovieSpec) -> Result<(), MediaError>
     }
 }
 
+/// Adds the video stream of the opened encoder `enc` to `octx` with the movie's
+/// time base and frame rate and, when given, the `timecode` tag from which the mov
+/// and mp4 muxers write a tmcd track (trap 6). Returns the stream's index.
+pub(crate) fn add_video_stream(
+    octx: &mut ff::format::context::Output,
+    codec: ff::Codec,
+    enc: &ff::encoder::Video,
+    time_base: ff::Rational,
+    fps: ff::Rational,
+    timecode: Option<&str>,
+) -> Result<usize, ff::Error> {
+    let mut ost = octx.add_stream(codec)?;
+    ost.set_parameters(enc);
+    ost.set_time_base(time_base);
+    ost.set_avg_frame_rate(fps);
+    ost.set_rate(fps);
+    if let Some(tc) = timecode {
+        let mut md = ff::Dictionary::new();
+        md.set("timecode", tc);
+        ost.set_metadata(md);
+    }
+    Ok(ost.index())
+}
+
 fn write_movie(
     tmp: &Path,
     path: &Path,
@@ -1778,22 +1802,15 @@ fn write_movie(
         )
     })?;
 
-    let stream_index = {
-        let mut ost = octx
-            .add_stream(codec)
-            .map_err(fail("adding the video stream"))?;
-        ost.set_parameters(&enc);
-        ost.set_time_base(time_base);
-        ost.set_avg_frame_rate(fps);
-        ost.set_rate(fps);
-        if let Some(tc) = &spec.timecode {
-            // Trap 6: the mov muxer writes a tmcd track from this tag.
-            let mut md = ff::Dictionary::new();
-            md.set("timecode", tc);
-            ost.set_metadata(md);
-        }
-        ost.index()
-    };
+    let stream_index = add_video_stream(
+        &mut octx,
+        codec,
+        &enc,
+        time_base,
+        fps,
+        spec.timecode.as_deref(),
+    )
+    .map_err(fail("adding the video stream"))?;
     octx.write_header().map_err(fail("writing the header"))?;
     let stream_tb = octx
         .stream(stream_index)

@@ -204,7 +204,12 @@ fn kill_nine_workers_at_random_points() {
         eprintln!("kill -9 trial {trial}: IOM_FAULT_SEED={seed}");
         let mut rng = fastrand::Rng::with_seed(seed);
         let vh = Vhost::new();
-        let p = project("probe, copy, thumbnail, register, cleanup", Some(&vh));
+        // Every step kind, the media steps included: a kill mid-proxy or mid-movie
+        // must leave no half-written JPEG or movie under the publish root.
+        let p = project(
+            "probe, copy, thumbnail, proxy, review, register, cleanup",
+            Some(&vh),
+        );
         let graphs = ten_plates(&p);
         let works = submit_all(&p, &graphs);
         // Copies are slowed a little so kills land mid-copy as well as between steps.

@@ -1407,3 +1407,34 @@ fn a_site_down_longer_than_the_client_retries_fails_the_step_transiently_then_it
     assert_eq!(fake.count("create:Version"), 6);
     assert_one_of_each(&fake, &[]);
 }
+
+/// A site that cannot be read while planning stops the publish: the version
+/// number would otherwise be a guess that can land on one the site already holds.
+#[test]
+fn a_site_down_while_planning_publishes_nothing() {
+    let secrets = tempfile::tempdir().unwrap();
+    let fake = FakeShotGrid::start(secrets.path());
+    let mut p = sg_project(&fake, secrets.path(), "probe,copy,register");
+    let down = format!("http://127.0.0.1:{}", super::support::free_port());
+    let yaml = std::fs::read_to_string(&p.config)
+        .unwrap()
+        .replace(&fake.url, &down);
+    std::fs::write(&p.config, yaml).unwrap();
+    p.settings = Settings::load_with(Some(&p.config), &|_| None, std::iter::empty()).unwrap();
+    let sheet = one_row_sheet(&p);
+    let out = command(&p, "iom", "")
+        .args(["publish"])
+        .arg(&sheet)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the existing versions from the tracker")
+            && stderr.contains("nothing was published"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!p.root.join("seq").exists(), "nothing was published");
+    assert!(!p.root.join(".iom/publishes").exists(), "no work folder");
+}
