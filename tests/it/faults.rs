@@ -55,7 +55,7 @@ fn ten_plates(p: &Project) -> Vec<Graph> {
 }
 
 /// Creates the work folders and publishes every root, on one connection.
-fn submit_all(p: &Project, graphs: &[Graph]) -> Vec<WorkDir> {
+pub(super) fn submit_all(p: &Project, graphs: &[Graph]) -> Vec<WorkDir> {
     let works: Vec<WorkDir> = graphs.iter().map(|g| WorkDir::create(g).unwrap()).collect();
     let cfg = broker_config(p);
     let rt = tokio::runtime::Runtime::new().unwrap();

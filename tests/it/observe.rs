@@ -28,13 +28,12 @@ use serde_json::Value;
 
 use iom::config::Settings;
 use iom::queue::{Broker, BrokerConfig};
-use iom::runtime;
 use iom::sample::{self, PlateSpec};
-use iom::store::{GraphState, WorkDir};
-use iom::task::{Graph, StepKind};
-use iom::worker::BrokerTransport;
+use iom::store::GraphState;
+use iom::task::StepKind;
 
-use super::publish::{broker_config, command, ctx, plan_rows, project, row, Project, Workers};
+use super::faults::submit_all;
+use super::publish::{command, plan_rows, project, row, Workers};
 use super::support::{free_port, rabbitmqctl, OwnNode, Vhost};
 use super::tractor::{blade_env, fake, spawn_bridge, tproject, wait_job};
 
@@ -335,24 +334,6 @@ const PLATES: usize = 3;
 const FRAMES: i64 = 6;
 /// tproject's steps: probe, copy, thumbnail, register, cleanup.
 const STEPS: usize = 5;
-
-fn submit_all(p: &Project, graphs: &[Graph]) -> Vec<WorkDir> {
-    let works: Vec<WorkDir> = graphs.iter().map(|g| WorkDir::create(g).unwrap()).collect();
-    let cfg = broker_config(p);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let broker = Broker::connect(&cfg).await.unwrap();
-        broker.declare_topology().await.unwrap();
-        let t = BrokerTransport::open(&broker, "submitter").await.unwrap();
-        let c = ctx(&p.settings);
-        for w in &works {
-            runtime::submit(w, &c, &t).await.unwrap();
-        }
-        t.flush_events(Duration::from_secs(5)).await;
-        broker.close().await;
-    });
-    works
-}
 
 #[test]
 fn prometheus_scrapes_a_worker_and_the_bridge_and_the_counters_match_the_publish() {

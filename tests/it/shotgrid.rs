@@ -228,9 +228,14 @@ fn under_fault(faults: &[(&str, Fault)]) -> Env {
 // What a publish registers
 // ---------------------------------------------------------------------------
 
+/// An embedded project registering in the fake, whose LocalStorage `primary` is
+/// rooted just above the project (the fake may be started before the project
+/// exists, with any storage root).
 fn sg_project(fake: &FakeShotGrid, secrets: &Path, steps: &str) -> Project {
     let mut p = project_at(steps, "", "iom");
     with_shotgrid(&mut p, fake, secrets);
+    fake.remove("LocalStorage", "code", "primary");
+    fake.add_storage("primary", p.root.parent().unwrap());
     p
 }
 
@@ -260,9 +265,6 @@ fn a_full_publish_gives_exactly_the_expected_entities_and_links() {
         secrets.path(),
         "probe, copy, thumbnail, register, cleanup",
     );
-    // One LocalStorage rooted above the project.
-    fake.remove("LocalStorage", "code", "primary");
-    fake.add_storage("primary", p.root.parent().unwrap());
 
     let a = PlateSpec::exr("A001", "A001C003.", 64, 36, 4);
     let b = PlateSpec::exr("B002", "B002C004_", 32, 18, 3);
@@ -1087,8 +1089,6 @@ fn the_script_key_never_leaves_the_secret_store() {
         secrets.path(),
         "probe, copy, thumbnail, register, cleanup",
     );
-    fake.remove("LocalStorage", "code", "primary");
-    fake.add_storage("primary", p.root.parent().unwrap());
     // The key file is empty: the environment variable is the source.
     std::fs::write(secrets.path().join("sg-script-key"), "").unwrap();
     let key = fake.script_key();
@@ -1366,8 +1366,6 @@ fn a_site_down_longer_than_the_client_retries_fails_the_step_transiently_then_it
     let secrets = tempfile::tempdir().unwrap();
     let fake = FakeShotGrid::start(Path::new("/nonexistent"));
     let p = sg_project(&fake, secrets.path(), "probe, copy, register");
-    fake.remove("LocalStorage", "code", "primary");
-    fake.add_storage("primary", p.root.parent().unwrap());
     fake.inject_n(
         "create:Version",
         0,
