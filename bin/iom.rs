@@ -102,12 +102,22 @@ struct PublishArgs {
     /// Scan colour space for the media steps (default: project's, else colour.default_colorspace).
     #[arg(long, value_name = "NAME")]
     colorspace: Option<String>,
+    /// Publish movie plates (MOV/MXF) as frames, the original's "MOV to DPX":
+    /// "dpx 10bit", "dpx 12bit", "exr 16bit", "exr 32bit", or "off" to keep the
+    /// movies (default: publish.movie_frames / publish.project_movie_frames).
+    /// `editor` rows always keep the movie.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_movie_frames)]
+    movie_frames: Option<iom::config::MovieFrames>,
     /// Broker mode: wait until every graph finishes (exit 1 if any failed).
     #[arg(long)]
     wait: bool,
     /// Run in-process even when a broker is configured.
     #[arg(long)]
     embedded: bool,
+}
+
+fn parse_movie_frames(s: &str) -> Result<iom::config::MovieFrames, String> {
+    iom::task::FrameFormat::parse_setting(s).map(iom::config::MovieFrames)
 }
 
 #[derive(Args)]
@@ -432,6 +442,7 @@ fn run_demo(mut settings: Settings, args: DemoArgs) -> anyhow::Result<u8> {
             force: false,
             version: None,
             colorspace: None,
+            movie_frames: None,
             wait: false,
             embedded: true,
         },

@@ -200,6 +200,39 @@ pub struct PublishSettings {
     pub gap_policy: crate::task::GapPolicy,
     /// Steps each graph holds.
     pub steps: Vec<crate::task::StepKind>,
+    /// Movie plates published as frames ("MOV to DPX"); off keeps the movie.
+    pub movie_frames: MovieFrames,
+    /// Per-project [`PublishSettings::movie_frames`] (the Project's `sg_out_format`).
+    pub project_movie_frames: BTreeMap<String, MovieFrames>,
+}
+
+impl PublishSettings {
+    /// The frame format movie plates of `project` are published in (`None`: keep
+    /// the movie).
+    pub fn movie_frames_for(&self, project: &str) -> Option<crate::task::FrameFormat> {
+        self.project_movie_frames
+            .get(project)
+            .unwrap_or(&self.movie_frames)
+            .0
+    }
+}
+
+/// A `movie_frames` setting: a [`crate::task::FrameFormat`] name, or `""`/`off`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MovieFrames(pub Option<crate::task::FrameFormat>);
+
+impl TryFrom<String> for MovieFrames {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        crate::task::FrameFormat::parse_setting(&s).map(MovieFrames)
+    }
+}
+
+impl From<MovieFrames> for String {
+    fn from(m: MovieFrames) -> String {
+        m.0.map(|f| f.name().to_string()).unwrap_or_default()
+    }
 }
 
 /// `broker:` section.

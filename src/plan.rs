@@ -39,12 +39,12 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
+use crate::config::{MovieFrames, Settings};
 use crate::error::{Classify, ErrorClass};
 use crate::scanlist::Row;
 use crate::task::{
-    graph_id, task_id, Graph, GraphError, GraphId, PlateOutput, PublishInfo, Retime, Source, Step,
-    StepKind, TaskId, TaskNode, SCHEMA_VERSION,
+    graph_id, task_id, FrameFormat, Graph, GraphError, GraphId, PlateOutput, PublishInfo, Retime,
+    Source, Step, StepKind, TaskId, TaskNode, SCHEMA_VERSION,
 };
 
 /// Extensions published as movies (compared case-insensitively), besides
@@ -80,6 +80,10 @@ pub struct PlanOptions {
     /// Scan colour space of every group; else the project's
     /// (`colour.projects.<project>.colorspace`), else `colour.default_colorspace`.
     pub colorspace: Option<String>,
+    /// Movie plates as frames ("MOV to DPX"), instead of `publish.movie_frames` /
+    /// `publish.project_movie_frames`; `Some(MovieFrames(None))` keeps the movies.
+    /// `editor` rows always keep the movie, as in the original.
+    pub movie_frames: Option<MovieFrames>,
 }
 
 /// The result of planning: one graph per group.
@@ -1155,7 +1159,15 @@ fn plan_inner(
     let mut built: Vec<(Planned<'_>, Paths)> = Vec::new();
     for p in planned {
         let first = &p.rows[0];
-        let paths = match render_paths(settings, &layout, first, p.version, project) {
+        let frames = match first.kind {
+            Kind::Movie if first.seq_type != "editor" => {
+                opts.movie_frames
+                    .unwrap_or(MovieFrames(settings.publish.movie_frames_for(project)))
+                    .0
+            }
+            _ => None,
+        };
+        let paths = match render_paths(settings, &layout, first, p.version, project, frames) {
             Ok(x) => x,
             Err(message) => {
                 errors.push(RowError {
@@ -1310,6 +1322,8 @@ struct Paths {
     id: GraphId,
     output: PlateOutput,
     work_dir: PathBuf,
+    /// A movie plate published as frames in this format.
+    frames: Option<FrameFormat>,
 }
 
 fn render_paths(
@@ -1318,6 +1332,7 @@ fn render_paths(
     first: &ValidRow<'_>,
     version: u32,
     project: &str,
+    frames: Option<FrameFormat>,
 ) -> Result<Paths, String> {
     let p = &settings.publish;
     let id = graph_id(
@@ -1349,7 +1364,7 @@ fn render_paths(
     let output = PlateOutput {
         frames_dir: dir("publish.frames_dir", &p.frames_dir)?,
         plate_name: plate,
-        ext: first.ext.clone(),
+        ext: frames.map_or_else(|| first.ext.clone(), |f| f.ext().to_string()),
         first_frame: p.first_frame,
         pad: p.pad,
         plate_dir: dir("publish.plate_dir", &p.plate_dir)?,
@@ -1361,6 +1376,7 @@ fn render_paths(
         id,
         output,
         work_dir,
+        frames,
     })
 }
 
@@ -1500,6 +1516,7 @@ fn build_graph(
         id,
         output,
         work_dir,
+        frames,
     } = paths;
     let mut enabled: BTreeSet<StepKind> = settings.publish.steps.iter().copied().collect();
     enabled.insert(StepKind::Probe);
@@ -1531,6 +1548,7 @@ fn build_graph(
         Step::Copy {
             source,
             output: output.clone(),
+            frames,
         },
         vec![t(StepKind::Probe)],
     );

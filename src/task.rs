@@ -15,9 +15,18 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the [`TaskMessage`] JSON schema. A worker refuses (dead-letters)
-/// messages of any other version.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the [`TaskMessage`] JSON schema this code speaks. A worker refuses
+/// (dead-letters) messages outside [`MIN_SCHEMA_VERSION`]`..=SCHEMA_VERSION`.
+///
+/// - 1: the first schema.
+/// - 2: `copy` may carry `frames` (a movie plate published as frames). A message
+///   is sent as the lowest version that can express it ([`Step::schema`]), so a
+///   worker that speaks only 1 still runs everything else, and dead-letters a
+///   frames copy ("upgrade the worker") instead of ignoring the field.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest [`TaskMessage`] schema this code still reads.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
 
 /// The kinds of step, one work queue each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -151,6 +160,80 @@ impl Source {
             } => Some(dir.join(format!("{head}{n:0width$}.{ext}", width = *pad))),
             Source::Movie { .. } => None,
         }
+    }
+}
+
+/// Frames written from a movie plate: the original's "MOV to DPX", in the formats
+/// of the Project's `sg_out_format` (original-app.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameFormat {
+    /// DPX, 10-bit RGB (filled, method A).
+    Dpx10,
+    /// DPX, 12-bit RGB.
+    Dpx12,
+    /// OpenEXR, half float, ZIP.
+    Exr16,
+    /// OpenEXR, 32-bit float, ZIP.
+    Exr32,
+}
+
+impl FrameFormat {
+    /// Every format, in the order of the original's menu.
+    pub const ALL: [FrameFormat; 4] = [
+        FrameFormat::Exr32,
+        FrameFormat::Exr16,
+        FrameFormat::Dpx10,
+        FrameFormat::Dpx12,
+    ];
+
+    /// The file extension of the frames.
+    pub fn ext(self) -> &'static str {
+        match self {
+            FrameFormat::Dpx10 | FrameFormat::Dpx12 => "dpx",
+            FrameFormat::Exr16 | FrameFormat::Exr32 => "exr",
+        }
+    }
+
+    /// The name as in the Project's `sg_out_format` (`dpx 10bit`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameFormat::Dpx10 => "dpx 10bit",
+            FrameFormat::Dpx12 => "dpx 12bit",
+            FrameFormat::Exr16 => "exr 16bit",
+            FrameFormat::Exr32 => "exr 32bit",
+        }
+    }
+
+    /// Parses a setting or option: a format name (`dpx 10bit`, `DPX10`, `exr_16`;
+    /// case, spaces, `_`, `-` and a trailing `bit` ignored), or `""`/`off`/`none`
+    /// for "keep the movie" (`Ok(None)`).
+    pub fn parse_setting(s: &str) -> Result<Option<FrameFormat>, String> {
+        let key: String = s
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '_' | '-'))
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let key = key.strip_suffix("bit").unwrap_or(&key);
+        match key {
+            "" | "off" | "none" | "movie" => Ok(None),
+            "dpx10" => Ok(Some(FrameFormat::Dpx10)),
+            "dpx12" => Ok(Some(FrameFormat::Dpx12)),
+            "exr16" | "exrhalf" => Ok(Some(FrameFormat::Exr16)),
+            "exr32" | "exrfloat" => Ok(Some(FrameFormat::Exr32)),
+            _ => Err(format!(
+                "{s:?} is not a frame format; use one of {}, or \"off\" to keep the movie",
+                FrameFormat::ALL
+                    .map(|f| format!("\"{}\"", f.name()))
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FrameFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -290,6 +373,10 @@ pub enum Step {
         source: Source,
         /// The destination.
         output: PlateOutput,
+        /// A movie source published as frames in this format (`output.ext` is then
+        /// the frames' extension); `None` copies the source as it is. Schema 2.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frames: Option<FrameFormat>,
     },
     /// Thumbnail of the published plate.
     Thumbnail {
@@ -327,6 +414,16 @@ pub enum Step {
 }
 
 impl Step {
+    /// The lowest message schema that can carry this step (see [`SCHEMA_VERSION`]).
+    pub fn schema(&self) -> u32 {
+        match self {
+            Step::Copy {
+                frames: Some(_), ..
+            } => 2,
+            _ => 1,
+        }
+    }
+
     /// The kind of this step.
     pub fn kind(&self) -> StepKind {
         match self {
@@ -528,7 +625,7 @@ impl Graph {
     /// The message that dispatches node `id` at `attempt`.
     pub fn message(&self, id: &TaskId, attempt: u32) -> Option<TaskMessage> {
         self.node(id).map(|n| TaskMessage {
-            schema: SCHEMA_VERSION,
+            schema: n.step.schema(),
             graph_id: self.id.clone(),
             task_id: n.id.clone(),
             attempt,
@@ -614,7 +711,7 @@ pub enum DecodeError {
     #[error("malformed task message: {0}")]
     Malformed(String),
     /// A schema version this worker does not speak.
-    #[error("task message schema {found} is not supported (this worker speaks {SCHEMA_VERSION}); upgrade the worker or requeue from the DLQ after it")]
+    #[error("task message schema {found} is not supported (this worker speaks {MIN_SCHEMA_VERSION} to {SCHEMA_VERSION}); upgrade the worker or requeue from the DLQ after it")]
     Schema {
         /// The version found.
         found: u64,
@@ -649,7 +746,7 @@ impl TaskMessage {
             .get("schema")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| DecodeError::Malformed("no numeric `schema` field".into()))?;
-        if schema != u64::from(SCHEMA_VERSION) {
+        if !(u64::from(MIN_SCHEMA_VERSION)..=u64::from(SCHEMA_VERSION)).contains(&schema) {
             return Err(DecodeError::Schema { found: schema });
         }
         let m: TaskMessage =
@@ -780,6 +877,41 @@ mod tests {
     }
 
     #[test]
+    fn frame_formats_parse_from_settings_and_set_the_schema() {
+        assert_eq!(
+            FrameFormat::parse_setting("dpx 10bit"),
+            Ok(Some(FrameFormat::Dpx10))
+        );
+        assert_eq!(
+            FrameFormat::parse_setting("EXR_16"),
+            Ok(Some(FrameFormat::Exr16))
+        );
+        for f in FrameFormat::ALL {
+            assert_eq!(FrameFormat::parse_setting(f.name()), Ok(Some(f)));
+        }
+        assert_eq!(FrameFormat::parse_setting(""), Ok(None));
+        assert_eq!(FrameFormat::parse_setting("Off"), Ok(None));
+        let e = FrameFormat::parse_setting("tiff 8bit").unwrap_err();
+        assert!(e.contains("\"dpx 10bit\""), "{e}");
+
+        let copy = |frames| Step::Copy {
+            source: Source::Movie {
+                path: "/d/a.mov".into(),
+                first: 1,
+                last: 2,
+            },
+            output: out(),
+            frames,
+        };
+        assert_eq!(copy(None).schema(), 1);
+        assert_eq!(copy(Some(FrameFormat::Dpx12)).schema(), 2);
+        let json = serde_json::to_string(&copy(None)).unwrap();
+        assert!(!json.contains(r#""frames":"#), "{json}");
+        let json = serde_json::to_string(&copy(Some(FrameFormat::Exr32))).unwrap();
+        assert!(json.contains(r#""frames":"exr32""#), "{json}");
+    }
+
+    #[test]
     fn messages_round_trip_and_reject_bad_input() {
         let g = graph().validated().unwrap();
         let m = g.message(&task_id(&g.id, StepKind::Probe, ""), 1).unwrap();
@@ -788,10 +920,15 @@ mod tests {
         let json = String::from_utf8(bytes).unwrap();
         assert!(json.contains(r#""kind":"cleanup""#), "{json}");
 
-        let future = json.replace(r#""schema":1"#, r#""schema":2"#);
+        let future = json.replace(r#""schema":1"#, r#""schema":3"#);
         assert_eq!(
             TaskMessage::decode(future.as_bytes()),
-            Err(DecodeError::Schema { found: 2 })
+            Err(DecodeError::Schema { found: 3 })
+        );
+        let past = json.replace(r#""schema":1"#, r#""schema":0"#);
+        assert_eq!(
+            TaskMessage::decode(past.as_bytes()),
+            Err(DecodeError::Schema { found: 0 })
         );
         assert!(matches!(
             TaskMessage::decode(b"not json"),

@@ -76,6 +76,7 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
         version_override: args.version,
         delivery_root: Some(delivery),
         colorspace: args.colorspace.clone(),
+        movie_frames: args.movie_frames,
     };
     let numbered: Vec<(usize, iom::scanlist::Row)> = sheet
         .row_numbers

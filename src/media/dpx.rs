@@ -748,6 +748,36 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes one frame (to a hidden temporary name, then renamed into place).
 pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
+    let bytes = encode_frame(path, spec)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        out.write_all(&bytes)?;
+        out.flush()?;
+        drop(out);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(MediaError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        });
+    }
+    Ok(())
+}
+
+/// The bytes of one frame, in memory (what [`write_frame`] writes); `path` names
+/// the frame in its header and in errors.
+pub fn encode_frame(path: &Path, spec: &DpxSpec) -> Result<Vec<u8>, MediaError> {
     let invalid = |d: String| MediaError::unsupported(path, format!("cannot write this DPX: {d}"));
     if !matches!(spec.bit_depth, 8 | 10 | 12 | 16) {
         return Err(invalid(format!(
@@ -859,7 +889,9 @@ pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
         h.f32(1940, spec.tv_fps);
     }
 
-    let mut pixels = vec![0u8; image_len];
+    let mut bytes = h.buf;
+    bytes.resize(header_len + image_len, 0);
+    let pixels = &mut bytes[header_len..];
     let q = |v: f32| spec.quantise(v);
     let be = spec.big_endian;
     let put16 = |dst: &mut [u8], v: u16| {
@@ -893,27 +925,7 @@ pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
         }
     }
 
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut out = BufWriter::new(File::create(&tmp)?);
-        out.write_all(&h.buf)?;
-        out.write_all(&pixels)?;
-        out.flush()?;
-        drop(out);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(MediaError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        });
-    }
-    Ok(())
+    Ok(bytes)
 }
 
 #[cfg(test)]

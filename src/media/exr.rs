@@ -1034,7 +1034,7 @@ pub enum ExrSample {
 /// Coordinates are relative to the display window's top-left corner; pixels of
 /// an overscan data window get coordinates below 0 or past the size, and the
 /// gradient simply continues there.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Fill {
     /// Red ramps left→right, green top→bottom (`(x + 0.5) / width`), blue is 0.1
     /// except in a square patch whose position and value depend on `seed` (use
@@ -1045,6 +1045,9 @@ pub enum Fill {
     },
     /// Every pixel has this colour.
     Constant([f32; 3]),
+    /// These pixels (display coordinates; black outside the image): frames
+    /// written from decoded pictures, e.g. a movie published as frames.
+    Image(Arc<RgbImage>),
 }
 
 impl Fill {
@@ -1059,10 +1062,10 @@ impl Fill {
     pub(crate) fn sampler(&self, width: u32, height: u32) -> Sampler {
         let (patch, patch_value) = match *self {
             Fill::Pattern { seed } => (Fill::patch(seed, width, height), Fill::patch_value(seed)),
-            Fill::Constant(_) => ((0, 0, 0), 0.0),
+            Fill::Constant(_) | Fill::Image(_) => ((0, 0, 0), 0.0),
         };
         Sampler {
-            fill: *self,
+            fill: self.clone(),
             width: width.max(1) as f32,
             height: height.max(1) as f32,
             patch,
@@ -1087,7 +1090,7 @@ impl Fill {
 }
 
 /// [`Fill`] prepared for one image size.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Sampler {
     fill: Fill,
     width: f32,
@@ -1099,8 +1102,15 @@ pub(crate) struct Sampler {
 impl Sampler {
     /// The colour at display coordinates (`x`, `y`).
     pub(crate) fn sample(&self, x: i64, y: i64) -> [f32; 3] {
-        match self.fill {
-            Fill::Constant(c) => c,
+        match &self.fill {
+            Fill::Constant(c) => *c,
+            Fill::Image(img) => {
+                if x >= 0 && y >= 0 && x < i64::from(img.width) && y < i64::from(img.height) {
+                    img.pixel(x as u32, y as u32)
+                } else {
+                    [0.0; 3]
+                }
+            }
             Fill::Pattern { .. } => {
                 let r = (x as f32 + 0.5) / self.width;
                 let g = (y as f32 + 0.5) / self.height;
@@ -1187,8 +1197,8 @@ impl ExrSpec {
     }
 }
 
-/// Pixel geometry of one part for the writer (small and `Copy`).
-#[derive(Clone, Copy)]
+/// Pixel geometry of one part for the writer (small: an image fill is shared).
+#[derive(Clone)]
 struct Geometry {
     /// Data window origin minus display window origin.
     dx: i64,
@@ -1207,6 +1217,7 @@ impl Geometry {
     fn depends_on_seed(&self, rows: std::ops::Range<usize>) -> bool {
         match self.sampler.fill {
             Fill::Constant(_) => false,
+            Fill::Image(_) => true,
             Fill::Pattern { .. } => {
                 let (_, py, size) = self.sampler.patch;
                 let top = self.dy + rows.start as i64;
@@ -1422,9 +1433,11 @@ fn pixel_key(h: &Header, g: &Geometry) -> String {
         .iter()
         .map(|c| (text(&c.name), c.sample_type))
         .collect();
-    let fill = match g.sampler.fill {
+    let fill = match &g.sampler.fill {
         Fill::Constant(c) => format!("constant {:?}", c.map(f32::to_bits)),
         Fill::Pattern { .. } => "pattern".to_string(),
+        // Never reused (every block depends on the picture).
+        Fill::Image(_) => "image".to_string(),
     };
     format!(
         "{channels:?} {:?} {:?} {:?} {} {} {} {} {fill}",
@@ -1438,7 +1451,15 @@ fn pixel_key(h: &Header, g: &Geometry) -> String {
     )
 }
 
-fn write_parts(path: &Path, parts: &[(Option<&str>, &ExrSpec)]) -> Result<(), MediaError> {
+/// Headers and pixel sources of the parts to write, checked.
+struct Prepared {
+    headers: Headers,
+    geometry: Vec<Geometry>,
+    key: String,
+    cached: Option<Arc<HashMap<(usize, usize), Chunk>>>,
+}
+
+fn prepare(path: &Path, parts: &[(Option<&str>, &ExrSpec)]) -> Result<Prepared, MediaError> {
     let Some((_, first)) = parts.first() else {
         return Err(MediaError::unsupported(
             path,
@@ -1467,43 +1488,80 @@ fn write_parts(path: &Path, parts: &[(Option<&str>, &ExrSpec)]) -> Result<(), Me
             .find(|(k, _)| *k == key)
             .map(|(_, m)| Arc::clone(m))
     };
-
-    write_atomically(path, |out| {
-        exr::block::write(out, headers, true, |meta, writer| {
-            // The crate's own image writer fills pixels one by one on the calling
-            // thread (≈200 ms for a 2K RGBA frame); making and compressing whole
-            // blocks on the pool is several times faster.
-            let indices: Vec<(usize, BlockIndex)> =
-                meta.enumerate_ordered_header_block_indices().collect();
-            // (index in header, chunk, whether it may be cached) per block.
-            let chunks: Vec<exr::error::Result<(usize, Chunk, bool)>> = indices
-                .into_par_iter()
-                .map(|(i, index)| {
-                    let g = &geometry[index.layer];
-                    let rows = index.pixel_position.1..index.pixel_position.1 + index.pixel_size.1;
-                    let reusable = !g.depends_on_seed(rows);
-                    if reusable {
-                        if let Some(c) = cached.as_ref().and_then(|m| m.get(&(index.layer, i))) {
-                            return Ok((i, c.clone(), false));
-                        }
-                    }
-                    let block = make_block(index, &meta.headers[index.layer].channels, g);
-                    let chunk = block.compress_to_chunk(&meta.headers)?;
-                    Ok((i, chunk, reusable))
-                })
-                .collect();
-            let mut fresh = Vec::new();
-            for chunk in chunks {
-                let (i, chunk, reusable) = chunk?;
-                if reusable {
-                    fresh.push(((chunk.layer_index, i), chunk.clone()));
-                }
-                writer.write_chunk(i, chunk)?;
-            }
-            remember_blocks(&key, cached.as_deref(), fresh);
-            Ok(())
-        })
+    Ok(Prepared {
+        headers,
+        geometry,
+        key,
+        cached,
     })
+}
+
+/// Writes the prepared parts to `out`.
+fn emit<W: Write + Seek>(out: W, p: Prepared) -> exr::error::UnitResult {
+    let Prepared {
+        headers,
+        geometry,
+        key,
+        cached,
+    } = p;
+    exr::block::write(out, headers, true, |meta, writer| {
+        // The crate's own image writer fills pixels one by one on the calling
+        // thread (≈200 ms for a 2K RGBA frame); making and compressing whole
+        // blocks on the pool is several times faster.
+        let indices: Vec<(usize, BlockIndex)> =
+            meta.enumerate_ordered_header_block_indices().collect();
+        // (index in header, chunk, whether it may be cached) per block.
+        let chunks: Vec<exr::error::Result<(usize, Chunk, bool)>> = indices
+            .into_par_iter()
+            .map(|(i, index)| {
+                let g = &geometry[index.layer];
+                let rows = index.pixel_position.1..index.pixel_position.1 + index.pixel_size.1;
+                let reusable = !g.depends_on_seed(rows);
+                if reusable {
+                    if let Some(c) = cached.as_ref().and_then(|m| m.get(&(index.layer, i))) {
+                        return Ok((i, c.clone(), false));
+                    }
+                }
+                let block = make_block(index, &meta.headers[index.layer].channels, g);
+                let chunk = block.compress_to_chunk(&meta.headers)?;
+                Ok((i, chunk, reusable))
+            })
+            .collect();
+        let mut fresh = Vec::new();
+        for chunk in chunks {
+            let (i, chunk, reusable) = chunk?;
+            if reusable {
+                fresh.push(((chunk.layer_index, i), chunk.clone()));
+            }
+            writer.write_chunk(i, chunk)?;
+        }
+        remember_blocks(&key, cached.as_deref(), fresh);
+        Ok(())
+    })
+}
+
+fn write_parts(path: &Path, parts: &[(Option<&str>, &ExrSpec)]) -> Result<(), MediaError> {
+    let prepared = prepare(path, parts)?;
+    write_atomically(path, |out| emit(out, prepared))
+}
+
+/// The bytes [`write_frame`] would write, in memory (for callers that place the
+/// file themselves); `path` only names the frame in errors.
+pub fn encode_frame(path: &Path, spec: &ExrSpec) -> Result<Vec<u8>, MediaError> {
+    let prepared = prepare(path, &[(None, spec)])?;
+    let mut bytes = Vec::new();
+    emit(std::io::Cursor::new(&mut bytes), prepared).map_err(|e| write_error(path, e))?;
+    Ok(bytes)
+}
+
+fn write_error(path: &Path, e: exr::error::Error) -> MediaError {
+    match e {
+        exr::error::Error::Io(source) => MediaError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => MediaError::unsupported(path, format!("cannot write this EXR: {other}")),
+    }
 }
 
 /// Adds newly compressed seed-independent blocks to the cache (most recent
@@ -1547,13 +1605,7 @@ fn write_atomically(
     let result = (|| {
         let file = File::create(&tmp).map_err(MediaError::io(path))?;
         let mut out = BufWriter::new(file);
-        write(&mut out).map_err(|e| match e {
-            exr::error::Error::Io(source) => MediaError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            other => MediaError::unsupported(path, format!("cannot write this EXR: {other}")),
-        })?;
+        write(&mut out).map_err(|e| write_error(path, e))?;
         out.flush().map_err(MediaError::io(path))?;
         drop(out);
         std::fs::rename(&tmp, path).map_err(MediaError::io(path))

@@ -25,8 +25,8 @@ use serde_json::json;
 use xxhash_rust::xxh3::Xxh3Default;
 
 use super::{
-    check_cancel, hash_file, hex64, io_pool, is_temp_of, ranges, temp_path, StepContext, StepError,
-    StepOutput,
+    check_cancel, hash_file, hex64, io_pool, is_temp_of, place_no_replace, ranges, temp_error,
+    temp_path, Placed, StepContext, StepError, StepOutput,
 };
 use crate::store::{fsync_dir, OutputFile, StoreError, WorkDir};
 use crate::task::{GapPolicy, PlateOutput, Source, Step, StepKind, TaskId, TaskMessage};
@@ -305,61 +305,18 @@ fn write_verified(job: &Job, tmp: &Path, expected_len: u64) -> Result<u64, StepE
 
 /// Puts the verified `tmp` under the real name without ever replacing a file.
 fn publish(job: &Job, tmp: &Path, hash: u64) -> Result<Done, StepError> {
-    let record = |size| OutputFile {
+    let size = fs::metadata(tmp)
+        .map_err(|e| temp_error("read", tmp, &e))?
+        .len();
+    let record = OutputFile {
         path: job.dest.clone(),
         size,
         xxh3: hex64(hash),
     };
-    let size = fs::metadata(tmp)
-        .map_err(|e| temp_error("read", tmp, &e))?
-        .len();
-    match fs::hard_link(tmp, &job.dest) {
-        Ok(()) => Ok(Done::Copied(record(size))),
-        // A duplicate run published it first (or NFS retransmitted our link):
-        // fine if the content is the same, a refusal otherwise.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            settle_existing(job, hash, size).map(|()| Done::Skipped(record(size)))
-        }
-        // File systems without hard links: rename, after a last existence check
-        // (a tiny window a duplicate run could race; its content is the same).
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
-            ) =>
-        {
-            if job.dest.exists() {
-                return settle_existing(job, hash, size).map(|()| Done::Skipped(record(size)));
-            }
-            fs::rename(tmp, &job.dest)
-                .map_err(|e| StepError::io("rename into place", &job.dest, &e))?;
-            Ok(Done::Copied(record(size)))
-        }
-        Err(e) => Err(temp_error("link into place", &job.dest, &e)),
-    }
-}
-
-/// A destination appeared while this run copied: `Ok` if it holds our content.
-fn settle_existing(job: &Job, hash: u64, size: u64) -> Result<(), StepError> {
-    let (dsize, dhash) = hash_file(&job.dest).map_err(|e| StepError::io("read", &job.dest, &e))?;
-    if dhash == hash && dsize == size {
-        Ok(())
-    } else {
-        Err(different(&job.dest, &job.src))
-    }
-}
-
-/// An I/O error on this run's temporary file. A temporary file that vanished
-/// was removed by a concurrent attempt of the same task (which removes stale
-/// temporaries first): that attempt carries on, and this one should retry, not
-/// dead-letter.
-fn temp_error(what: &str, path: &Path, e: &io::Error) -> StepError {
-    if e.kind() == io::ErrorKind::NotFound {
-        StepError::transient(format!(
-            "cannot {what} {}: the temporary file vanished (a concurrent attempt of this task removed it); retrying",
-            path.display()
-        ))
-    } else {
-        StepError::io(what, path, e)
+    match place_no_replace(tmp, &job.dest, hash, size, || {
+        different(&job.dest, &job.src)
+    })? {
+        Placed::New => Ok(Done::Copied(record)),
+        Placed::Same => Ok(Done::Skipped(record)),
     }
 }

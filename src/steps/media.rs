@@ -112,7 +112,9 @@ pub fn plate(
     let policy = gap_policy(ctx, graph.as_ref())?;
     let copy_source = graph.as_ref().and_then(|g| {
         g.nodes.iter().find_map(|n| match &n.step {
-            Step::Copy { source, output: o } if o == output => Some(source.clone()),
+            Step::Copy {
+                source, output: o, ..
+            } if o == output => Some(source.clone()),
             _ => None,
         })
     });

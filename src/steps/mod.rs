@@ -10,6 +10,7 @@
 //!
 //! - [`probe`]: source frames exist, are not empty or truncated; gap policy.
 //! - [`copy`]: source → publish layout, renumbered from 1001, hashed, verified.
+//! - [`unpack`]: a movie plate published as DPX/EXR frames ("MOV to DPX").
 //! - [`thumbnail`]: the published plate's thumbnail.
 //! - [`proxy`]: JPEG proxies (full size, and a 2K set for wider plates).
 //! - [`review`]: H.264 MP4, the delivery-codec MOV, the filmstrip.
@@ -25,6 +26,7 @@ pub mod proxy;
 pub mod register;
 pub mod review;
 pub mod thumbnail;
+pub mod unpack;
 
 use std::fmt::Display;
 use std::fs::{self, File, OpenOptions};
@@ -38,7 +40,7 @@ use xxhash_rust::xxh3::Xxh3Default;
 use crate::config::Settings;
 use crate::error::{io_class, Classify, ErrorClass};
 use crate::store::OutputFile;
-use crate::task::{Step, StepKind, TaskId, TaskMessage};
+use crate::task::{Source, Step, StepKind, TaskId, TaskMessage};
 use crate::tracker::Tracker;
 
 /// What a step needs besides its message.
@@ -169,7 +171,19 @@ pub fn run(msg: &TaskMessage, ctx: &StepContext) -> Result<StepOutput, StepError
     let _span = tracing::info_span!("step", task = %msg.task_id, attempt = msg.attempt, kind = %msg.step.kind()).entered();
     match &msg.step {
         Step::Probe { source, gap_policy } => probe::run(source, *gap_policy, ctx),
-        Step::Copy { source, output } => copy::run(msg, source, output, ctx),
+        Step::Copy {
+            source,
+            output,
+            frames,
+        } => match (source, frames) {
+            (Source::Movie { .. }, Some(format)) => unpack::run(msg, source, output, *format, ctx),
+            (Source::Sequence { .. }, Some(format)) => Err(StepError::permanent(format!(
+                "copy to {}: `frames: {format}` is for movie sources only, and this one is an \
+                 image sequence; publish it again (the planner never asks this)",
+                output.frames_dir.display()
+            ))),
+            (_, None) => copy::run(msg, source, output, ctx),
+        },
         Step::Thumbnail { output, colorspace } => thumbnail::run(msg, output, colorspace, ctx),
         Step::Proxy { output, colorspace } => proxy::run(msg, output, colorspace, ctx),
         Step::Review { output, colorspace } => review::run(msg, output, colorspace, ctx),
@@ -233,6 +247,80 @@ pub fn is_temp_of(name: &str, task: &TaskId) -> bool {
         && attempt.bytes().all(|b| b.is_ascii_digit())
         && rand.len() == 16
         && rand.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What [`place_no_replace`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// The file is now under its real name.
+    New,
+    /// The real name already held the same content (a duplicate run, or an NFS
+    /// retransmission of our own link); the temporary file is left to the caller.
+    Same,
+}
+
+/// Puts the finished, fsynced `tmp` (`size` bytes, XXH3 `hash`) under `dest`
+/// without ever replacing a file: a hard link fails when `dest` exists, and an
+/// existing `dest` is accepted only with the same content (else `different()`).
+/// The caller removes `tmp` afterwards and fsyncs the folder.
+pub(crate) fn place_no_replace(
+    tmp: &Path,
+    dest: &Path,
+    hash: u64,
+    size: u64,
+    different: impl FnOnce() -> StepError,
+) -> Result<Placed, StepError> {
+    // Whether an existing `dest` holds our content.
+    let same = || -> Result<bool, StepError> {
+        let (dsize, dhash) = hash_file(dest).map_err(|e| StepError::io("read", dest, &e))?;
+        Ok(dhash == hash && dsize == size)
+    };
+    match fs::hard_link(tmp, dest) {
+        Ok(()) => Ok(Placed::New),
+        // A duplicate run published it first (or NFS retransmitted our link):
+        // fine if the content is the same, a refusal otherwise.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if same()? {
+                Ok(Placed::Same)
+            } else {
+                Err(different())
+            }
+        }
+        // File systems without hard links: rename, after a last existence check
+        // (a tiny window a duplicate run could race; its content is the same).
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            if dest.exists() {
+                return if same()? {
+                    Ok(Placed::Same)
+                } else {
+                    Err(different())
+                };
+            }
+            fs::rename(tmp, dest).map_err(|e| StepError::io("rename into place", dest, &e))?;
+            Ok(Placed::New)
+        }
+        Err(e) => Err(temp_error("link into place", dest, &e)),
+    }
+}
+
+/// An I/O error on this run's temporary file. A temporary file that vanished
+/// was removed by a concurrent attempt of the same task (which removes stale
+/// temporaries first): that attempt carries on, and this one should retry, not
+/// dead-letter.
+pub(crate) fn temp_error(what: &str, path: &Path, e: &io::Error) -> StepError {
+    if e.kind() == io::ErrorKind::NotFound {
+        StepError::transient(format!(
+            "cannot {what} {}: the temporary file vanished (a concurrent attempt of this task removed it); retrying",
+            path.display()
+        ))
+    } else {
+        StepError::io(what, path, e)
+    }
 }
 
 /// Lower-case 16-digit hex of an XXH3-64.

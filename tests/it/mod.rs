@@ -18,3 +18,4 @@ mod steps;
 mod store;
 mod support;
 mod tractor;
+mod unpack;

@@ -432,7 +432,7 @@ fn sources_movies_and_extension_case() {
     }
     let p = f.plan(&[f.row("ABC_0010", "up", "plate.")]).unwrap();
     let g = &p.graphs[0];
-    let Step::Copy { source, output } = &g.nodes[1].step else {
+    let Step::Copy { source, output, .. } = &g.nodes[1].step else {
         panic!()
     };
     match source {

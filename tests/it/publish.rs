@@ -107,7 +107,7 @@ pub(super) fn ctx(settings: &Settings) -> Arc<RuntimeCtx> {
     })
 }
 
-fn run_embedded(p: &Project, graphs: &[Graph]) -> Vec<GraphStatus> {
+pub(super) fn run_embedded(p: &Project, graphs: &[Graph]) -> Vec<GraphStatus> {
     let works: Vec<WorkDir> = graphs.iter().map(|g| WorkDir::create(g).unwrap()).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(embedded::run(

@@ -37,6 +37,7 @@ fn task(kind: StepKind, discriminator: &str, attempt: u32) -> TaskMessage {
         StepKind::Copy => Step::Copy {
             source,
             output: output(),
+            frames: None,
         },
         StepKind::Cleanup => Step::Cleanup { output: output() },
         other => panic!("test helper has no step for {other}"),

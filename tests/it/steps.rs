@@ -109,6 +109,7 @@ fn copy(e: &Env, source: &Source, attempt: u32) -> Result<StepOutput, StepError>
     let step = Step::Copy {
         source: source.clone(),
         output: output(&e.root),
+        frames: None,
     };
     steps::run(&msg(e, StepKind::Copy, attempt, step), &e.ctx)
 }
@@ -393,6 +394,7 @@ fn copy_skips_missing_frames_only_when_the_graphs_probe_allows_gaps() {
                 step: Step::Copy {
                     source: src.clone(),
                     output: o.clone(),
+                    frames: None,
                 },
                 deps: vec![task_id(&id, StepKind::Probe, "")],
             },
@@ -589,6 +591,7 @@ fn a_movie_source_probes_copies_and_thumbnails() {
         Step::Copy {
             source: src.clone(),
             output: o.clone(),
+            frames: None,
         },
     );
     let out = steps::run(&m, &e.ctx).unwrap();
