@@ -384,6 +384,12 @@ fn blade(
                     if t.state == "blocked" && t.deps.iter().all(|d| done.contains(d)) {
                         t.state = "ready".into();
                     }
+                    // A task without commands only groups its subtasks: the engine
+                    // marks it done as soon as they are (nothing to launch).
+                    if t.state == "ready" && t.argv.is_empty() {
+                        t.state = "done".into();
+                        continue;
+                    }
                     if t.state == "ready" && !job.paused && !job.deleted {
                         let mut argv = t.argv.clone();
                         if argv.first().map(String::as_str) == Some("iom-bridge") {
