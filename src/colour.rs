@@ -999,9 +999,205 @@ impl Pipeline {
         out.map(unit)
     }
 
+    /// This pipeline for half-float input as lookup tables (see [`HalfDisplay`]),
+    /// or `None` when a `.cube` LUT is involved (use [`Pipeline::apply`]).
+    pub fn half_display<T: DisplayCode>(&self) -> Option<HalfDisplay<T>> {
+        if self.lut.is_some() {
+            return None;
+        }
+        let Post::Display { matrix, encode } = &self.post else {
+            return None;
+        };
+        let lin = |h: u16| self.linearise(half::f16::from_bits(h).to_f32());
+        let kind = match matrix {
+            None => HalfKind::PerChannel(
+                (0..=u16::MAX)
+                    .map(|h| T::from_unit(self.finish([lin(h); 3])[0]))
+                    .collect(),
+            ),
+            Some(m) => {
+                let base = HalfDisplay::<T>::enc_base();
+                let count = HALF_ENC_LOW_EXP << HALF_ENC_MANT_BITS;
+                // Each entry is the encoding of its bin's centre.
+                let centre = 1u32 << (HALF_ENC_SHIFT - 1);
+                let enc = (0..count)
+                    .map(|k| {
+                        let x = f32::from_bits(((base + k) << HALF_ENC_SHIFT) | centre);
+                        T::from_unit(encode.eval(x))
+                    })
+                    .collect();
+                HalfKind::Matrix {
+                    lin: (0..=u16::MAX).map(lin).collect(),
+                    m: *m,
+                    enc,
+                    encode: encode.clone(),
+                }
+            }
+        };
+        Some(HalfDisplay { kind })
+    }
+
     /// Both stages on one pixel: file values → display code values in `0..=1`.
     pub fn apply(&self, rgb: [f32; 3]) -> [f32; 3] {
         self.finish(rgb.map(|v| self.linearise(v)))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Half-float input: the whole pipeline as lookups.
+// ---------------------------------------------------------------------------
+
+/// Code values a [`HalfDisplay`] produces: `u16` (movies, via GBRP16) or `u8`
+/// (JPEG proxies).
+pub trait DisplayCode: Copy + Send + Sync + 'static {
+    /// A display value in `0..=1` (NaN → 0) to the nearest code, rounding the
+    /// way the float paths do (`v × max + 0.5`, truncated).
+    fn from_unit(v: f32) -> Self;
+}
+
+impl DisplayCode for u16 {
+    #[inline]
+    fn from_unit(v: f32) -> u16 {
+        (unit(v) * 65535.0 + 0.5) as u16
+    }
+}
+
+impl DisplayCode for u8 {
+    #[inline]
+    fn from_unit(v: f32) -> u8 {
+        (unit(v) * 255.0 + 0.5) as u8
+    }
+}
+
+/// Lowest linear value the display table of a [`HalfDisplay`] covers (2^-24, the
+/// smallest half denormal); smaller positive values are encoded exactly.
+const HALF_ENC_LOW_EXP: u32 = 24;
+/// Mantissa bits that index the display table: 11, as many as a half has, so
+/// a linear value is rounded to half precision before the display encoding.
+const HALF_ENC_MANT_BITS: u32 = 11;
+const HALF_ENC_SHIFT: u32 = 23 - HALF_ENC_MANT_BITS;
+
+/// [`Pipeline::apply`] for half-float input as table lookups (built by
+/// [`Pipeline::half_display`]).
+///
+/// - Without a primaries matrix every channel is independent: one 65536-entry
+///   table maps a half's bits to its display code. This is exactly
+///   `DisplayCode::from_unit(apply(v))`.
+/// - With a matrix: a table takes the half bits to linear light, the matrix runs
+///   in `f32` as in `apply`, and the display encoding is a table indexed by the
+///   linear value's top `f32` bits (its exponent and 11 mantissa bits: half
+///   precision). The only difference from `apply` is that rounding of the linear
+///   value to half precision before the encoding: at most 2^-12 relative, which
+///   moves a display value (`x^(1/2.4)` at its steepest relative slope) by at most
+///   1.1e-4 of full scale, 7 of 65535 (0.03 of an 8-bit code).
+///
+/// `.cube` LUTs (and `lut_only`) are not covered: [`Pipeline::half_display`]
+/// returns `None` for them and callers use `apply`.
+#[derive(Debug, Clone)]
+pub struct HalfDisplay<T> {
+    kind: HalfKind<T>,
+}
+
+#[derive(Debug, Clone)]
+enum HalfKind<T> {
+    PerChannel(Box<[T]>),
+    Matrix {
+        lin: Box<[f32]>,
+        m: [[f32; 3]; 3],
+        enc: Box<[T]>,
+        encode: EncodeTable,
+    },
+}
+
+impl<T: DisplayCode> HalfDisplay<T> {
+    fn enc_base() -> u32 {
+        ((127 - HALF_ENC_LOW_EXP) << 23) >> HALF_ENC_SHIFT
+    }
+
+    fn encode_lin(enc: &[T], encode: &EncodeTable, x: f32) -> T {
+        // NaN takes the first branch.
+        if x.is_nan() || x <= 0.0 {
+            return T::from_unit(0.0);
+        }
+        if x >= 1.0 {
+            return T::from_unit(1.0);
+        }
+        let top = x.to_bits() >> HALF_ENC_SHIFT;
+        match top
+            .checked_sub(Self::enc_base())
+            .and_then(|k| enc.get(k as usize))
+        {
+            Some(&c) => c,
+            None => T::from_unit(encode.eval(x)),
+        }
+    }
+
+    /// One pixel: the bits of three half floats (R, G, B) to display codes.
+    #[inline]
+    pub fn pixel(&self, rgb: [u16; 3]) -> [T; 3] {
+        match &self.kind {
+            HalfKind::PerChannel(t) => rgb.map(|h| t[usize::from(h)]),
+            HalfKind::Matrix {
+                lin,
+                m,
+                enc,
+                encode,
+            } => {
+                let v = rgb.map(|h| lin[usize::from(h)]);
+                let out = [
+                    m[0][0] * v[0] + m[0][1] * v[1] + m[0][2] * v[2],
+                    m[1][0] * v[0] + m[1][1] * v[1] + m[1][2] * v[2],
+                    m[2][0] * v[0] + m[2][1] * v[1] + m[2][2] * v[2],
+                ];
+                out.map(|x| Self::encode_lin(enc, encode, x))
+            }
+        }
+    }
+
+    /// Planar rows: `src` R, G, B half bits to `dst` R, G, B codes (the
+    /// shortest of the six slices sets the count).
+    pub fn rows(&self, src: [&[u16]; 3], dst: [&mut [T]; 3]) {
+        let [dr, dg, db] = dst;
+        match &self.kind {
+            HalfKind::PerChannel(t) => {
+                for (s, d) in src.into_iter().zip([dr, dg, db]) {
+                    for (o, &h) in d.iter_mut().zip(s) {
+                        *o = t[usize::from(h)];
+                    }
+                }
+            }
+            HalfKind::Matrix { .. } => {
+                let [sr, sg, sb] = src;
+                let n = sr.len().min(sg.len()).min(sb.len());
+                for i in 0..n.min(dr.len()).min(dg.len()).min(db.len()) {
+                    let [r, g, b] = self.pixel([sr[i], sg[i], sb[i]]);
+                    dr[i] = r;
+                    dg[i] = g;
+                    db[i] = b;
+                }
+            }
+        }
+    }
+}
+
+impl HalfDisplay<u16> {
+    /// [`HalfDisplay::rows`] in place: half bits become 16-bit display codes.
+    pub fn rows_in_place(&self, planes: [&mut [u16]; 3]) {
+        let [r, g, b] = planes;
+        match &self.kind {
+            HalfKind::PerChannel(t) => {
+                for p in [r, g, b] {
+                    for v in p.iter_mut() {
+                        *v = t[usize::from(*v)];
+                    }
+                }
+            }
+            HalfKind::Matrix { .. } => {
+                for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+                    [*r, *g, *b] = self.pixel([*r, *g, *b]);
+                }
+            }
+        }
     }
 }
 
@@ -1550,6 +1746,99 @@ mod tests {
     fn lut_only_needs_a_lut() {
         let e = Pipeline::builtin(Transform::LutOnly, DisplayEncoding::Srgb).unwrap_err();
         assert!(e.to_string().contains("lut_only"), "{e}");
+    }
+
+    /// Deterministic half bits covering every exponent and sign.
+    fn half_samples(n: usize) -> Vec<[u16; 3]> {
+        let mut x = 0x2545_f491_u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u16
+        };
+        (0..n).map(|_| [next(), next(), next()]).collect()
+    }
+
+    #[test]
+    fn half_display_without_matrix_equals_apply_exactly() {
+        for (t, d) in [
+            (Transform::LinearRec709, DisplayEncoding::Rec709),
+            (Transform::LinearRec709, DisplayEncoding::Srgb),
+            (Transform::Srgb, DisplayEncoding::Rec709),
+            (Transform::Rec709, DisplayEncoding::Srgb),
+        ] {
+            let p = Pipeline::builtin(t, d).unwrap();
+            let h16 = p.half_display::<u16>().expect("no LUT: a table path");
+            let h8 = p.half_display::<u8>().expect("no LUT: a table path");
+            for h in 0..=u16::MAX {
+                let v = half::f16::from_bits(h).to_f32();
+                let want = p.apply([v, 0.5, v]);
+                assert_eq!(h16.pixel([h, h, h])[0], u16::from_unit(want[0]), "{t} {v}");
+                assert_eq!(h8.pixel([h, h, h])[2], u8::from_unit(want[2]), "{t} {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn half_display_with_matrix_is_within_half_precision_of_apply() {
+        // Tolerance: the linear value is rounded to half precision (2^-12
+        // relative) before the display encoding, at most 7 of 65535; 8-bit codes
+        // may round the other way at a boundary (1 code).
+        let samples = half_samples(200_000);
+        for t in [
+            Transform::AcesCg,
+            Transform::Aces2065_1,
+            Transform::ArriLogC3,
+            Transform::SonySlog3SGamut3Cine,
+        ] {
+            let p = Pipeline::builtin(t, DisplayEncoding::Srgb).unwrap();
+            assert!(t.to_rec709_matrix().is_some(), "{t} has a matrix");
+            let h16 = p.half_display::<u16>().unwrap();
+            let h8 = p.half_display::<u8>().unwrap();
+            let mut worst = 0i32;
+            for rgb in &samples {
+                let want = p.apply(rgb.map(|h| half::f16::from_bits(h).to_f32()));
+                let (got16, got8) = (h16.pixel(*rgb), h8.pixel(*rgb));
+                for c in 0..3 {
+                    let d16 = (i32::from(got16[c]) - i32::from(u16::from_unit(want[c]))).abs();
+                    let d8 = (i32::from(got8[c]) - i32::from(u8::from_unit(want[c]))).abs();
+                    assert!(d16 <= 7, "{t} {rgb:?} channel {c}: {got16:?} vs {want:?}");
+                    assert!(d8 <= 1, "{t} {rgb:?} channel {c}: {got8:?} vs {want:?}");
+                    worst = worst.max(d16);
+                }
+            }
+            assert!(worst > 0, "{t}: the samples reach the rounding");
+        }
+        // Planar rows and in place agree with the per-pixel form.
+        let p = Pipeline::builtin(Transform::AcesCg, DisplayEncoding::Rec709).unwrap();
+        let h = p.half_display::<u16>().unwrap();
+        let px = &samples[..1000];
+        let mut planes: [Vec<u16>; 3] = [0, 1, 2].map(|c| px.iter().map(|p| p[c]).collect());
+        let mut out = [vec![0u16; 1000], vec![0u16; 1000], vec![0u16; 1000]];
+        {
+            let [a, b, c] = &mut out;
+            h.rows([&planes[0], &planes[1], &planes[2]], [a, b, c]);
+        }
+        let [r, g, b] = &mut planes;
+        h.rows_in_place([r, g, b]);
+        assert_eq!(planes, out);
+        for (i, p) in px.iter().enumerate() {
+            assert_eq!(h.pixel(*p), [out[0][i], out[1][i], out[2][i]]);
+        }
+    }
+
+    #[test]
+    fn half_display_is_not_offered_with_a_lut() {
+        let lut = CubeLut::parse("LUT_1D_SIZE 2\n0 0 0\n1 1 1\n", Path::new("l.cube")).unwrap();
+        let p = Pipeline::with_lut(
+            Transform::LinearRec709,
+            DisplayEncoding::Srgb,
+            lut,
+            LutPlacement::AfterDisplay,
+        )
+        .unwrap();
+        assert!(p.half_display::<u16>().is_none());
     }
 
     #[test]

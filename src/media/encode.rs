@@ -7,6 +7,7 @@
 //! colour tags on every frame (prores_ks reads them there), and the `timecode`
 //! stream tag set before the header so the MOV/MP4 muxer writes a `tmcd` track.
 
+use std::os::raw::c_int;
 use std::path::Path;
 
 use ff::ffi;
@@ -149,27 +150,9 @@ impl EncodeSpec {
     }
 }
 
-/// Display-referred RGB at 16 bits per sample, interleaved, top row first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rgb16 {
-    /// Width.
-    pub width: u32,
-    /// Height.
-    pub height: u32,
-    /// `width × height × 3` samples.
-    pub data: Vec<u16>,
-}
+pub use super::Rgb16;
 
 impl Rgb16 {
-    /// A black picture.
-    pub fn black(width: u32, height: u32) -> Rgb16 {
-        Rgb16 {
-            width,
-            height,
-            data: vec![0; width as usize * height as usize * 3],
-        }
-    }
-
     /// This picture as `w × h`: the same picture, its top-left crop when only the
     /// last row/column differ (even sizes), else fitted with its aspect kept
     /// (bilinear) and centred on black.
@@ -179,14 +162,17 @@ impl Rgb16 {
         }
         let (sw, sh) = (self.width as usize, self.height as usize);
         if w <= self.width && h <= self.height && self.width - w <= 1 && self.height - h <= 1 {
-            let mut out = Vec::with_capacity(w as usize * h as usize * 3);
-            for y in 0..h as usize {
-                out.extend_from_slice(&self.data[y * sw * 3..y * sw * 3 + w as usize * 3]);
-            }
+            let planes = self.planes.map(|p| {
+                let mut out = Vec::with_capacity(w as usize * h as usize);
+                for y in 0..h as usize {
+                    out.extend_from_slice(&p[y * sw..y * sw + w as usize]);
+                }
+                out
+            });
             return Rgb16 {
                 width: w,
                 height: h,
-                data: out,
+                planes,
             };
         }
         let mut out = Rgb16::black(w, h);
@@ -198,20 +184,19 @@ impl Rgb16 {
         let fh = ((sh as f64 * scale).round() as usize).clamp(1, h as usize);
         let (ox, oy) = ((w as usize - fw) / 2, (h as usize - fh) / 2);
         let ow = w as usize;
-        for y in 0..fh {
-            let sy = ((y as f64 + 0.5) / scale - 0.5).clamp(0.0, (sh - 1) as f64);
-            let (y0, fy) = (sy.floor() as usize, sy.fract() as f32);
-            let y1 = (y0 + 1).min(sh - 1);
-            for x in 0..fw {
-                let sx = ((x as f64 + 0.5) / scale - 0.5).clamp(0.0, (sw - 1) as f64);
-                let (x0, fx) = (sx.floor() as usize, sx.fract() as f32);
-                let x1 = (x0 + 1).min(sw - 1);
-                for c in 0..3 {
-                    let p = |xx: usize, yy: usize| f32::from(self.data[(yy * sw + xx) * 3 + c]);
+        for (dst, src) in out.planes.iter_mut().zip(&self.planes) {
+            let p = |xx: usize, yy: usize| f32::from(src[yy * sw + xx]);
+            for y in 0..fh {
+                let sy = ((y as f64 + 0.5) / scale - 0.5).clamp(0.0, (sh - 1) as f64);
+                let (y0, fy) = (sy.floor() as usize, sy.fract() as f32);
+                let y1 = (y0 + 1).min(sh - 1);
+                for x in 0..fw {
+                    let sx = ((x as f64 + 0.5) / scale - 0.5).clamp(0.0, (sw - 1) as f64);
+                    let (x0, fx) = (sx.floor() as usize, sx.fract() as f32);
+                    let x1 = (x0 + 1).min(sw - 1);
                     let top = p(x0, y0) + (p(x1, y0) - p(x0, y0)) * fx;
                     let bot = p(x0, y1) + (p(x1, y1) - p(x0, y1)) * fx;
-                    out.data[((oy + y) * ow + ox + x) * 3 + c] =
-                        (top + (bot - top) * fy).round() as u16;
+                    dst[(oy + y) * ow + ox + x] = (top + (bot - top) * fy).round() as u16;
                 }
             }
         }
@@ -227,15 +212,17 @@ pub struct MovieEncoder {
     octx: ff::format::context::Output,
     enc: ff::encoder::Video,
     sws: ff::software::scaling::Context,
-    pix: ff::format::Pixel,
     width: u32,
     height: u32,
     stream_index: usize,
     time_base: ff::Rational,
     stream_tb: ff::Rational,
     next_pts: i64,
-    /// R, G, B planes (u16 LE) the burn-in draws on.
-    planes: [Vec<u8>; 3],
+    /// The GBRP16 copy handed to swscale when the burn-in draws on a picture
+    /// (made on first use, then reused).
+    rgb: Option<ff::frame::Video>,
+    /// The encoder's input picture (reused).
+    yuv: ff::frame::Video,
     packet: ff::Packet,
 }
 
@@ -387,20 +374,20 @@ impl MovieEncoder {
                 false,
             )
         };
-        let plane = vec![0u8; w as usize * h as usize * 2];
+        let yuv = alloc_frame(pix, w, h).ok_or_else(|| bad(path, "cannot allocate a YUV frame"))?;
         Ok(MovieEncoder {
             path: path.to_path_buf(),
             octx,
             enc,
             sws,
-            pix,
             width: w,
             height: h,
             stream_index,
             time_base,
             stream_tb,
             next_pts: 0,
-            planes: [plane.clone(), plane.clone(), plane],
+            rgb: None,
+            yuv,
             packet: ff::Packet::empty(),
         })
     }
@@ -411,13 +398,18 @@ impl MovieEncoder {
     }
 
     /// Encodes one picture (exactly the encoder's size); `overlay` may draw on it
-    /// (burn-in) before it is converted.
+    /// (burn-in, slate) before it is converted. Without an overlay swscale reads
+    /// the picture's planes where they are; with one they are copied first.
     pub fn push(
         &mut self,
         pic: &Rgb16,
-        overlay: impl FnOnce(&mut Canvas<'_>),
+        overlay: Option<&mut dyn FnMut(&mut Canvas<'_>)>,
     ) -> Result<(), MediaError> {
-        if pic.width != self.width || pic.height != self.height {
+        let (w, h) = (self.width as usize, self.height as usize);
+        if pic.width != self.width
+            || pic.height != self.height
+            || pic.planes.iter().any(|p| p.len() != w * h)
+        {
             return Err(bad(
                 &self.path,
                 format!(
@@ -426,45 +418,105 @@ impl MovieEncoder {
                 ),
             ));
         }
-        let [r, g, b] = &mut self.planes;
-        for (i, px) in pic.data.chunks_exact(3).enumerate() {
-            r[i * 2..i * 2 + 2].copy_from_slice(&px[0].to_le_bytes());
-            g[i * 2..i * 2 + 2].copy_from_slice(&px[1].to_le_bytes());
-            b[i * 2..i * 2 + 2].copy_from_slice(&px[2].to_le_bytes());
-        }
-        {
-            let stride = self.width as usize * 2;
-            let mut canvas = Canvas {
-                width: self.width,
-                height: self.height,
-                planes: [r.as_mut_slice(), g.as_mut_slice(), b.as_mut_slice()],
-                strides: [stride; 3],
-            };
-            overlay(&mut canvas);
-        }
-        let path = self.path.clone();
-        let path = path.as_path();
-        let fail = |what: &'static str| move |e: ff::Error| ffmpeg_err(path, what, e);
-        let mut rgb = alloc_frame(ff::format::Pixel::GBRP16LE, self.width, self.height)
-            .ok_or_else(|| bad(&self.path, "cannot allocate an RGB frame"))?;
-        // GBRP16: plane 0 = G, 1 = B, 2 = R.
-        let row = self.width as usize * 2;
-        for (plane, src) in [
-            (0usize, &self.planes[1]),
-            (1, &self.planes[2]),
-            (2, &self.planes[0]),
-        ] {
-            let stride = rgb.stride(plane);
-            let dst = rgb.data_mut(plane);
-            for y in 0..self.height as usize {
-                dst[y * stride..y * stride + row].copy_from_slice(&src[y * row..(y + 1) * row]);
+        let row = w * 2;
+        // swscale wants 16-byte aligned rows; the planes are native-endian u16.
+        let direct = overlay.is_none()
+            && cfg!(target_endian = "little")
+            && row % 16 == 0
+            && pic.planes.iter().all(|p| p.as_ptr() as usize % 16 == 0);
+        // GBRP16 plane order: G, B, R.
+        let (src, src_stride): ([*const u8; 4], [c_int; 4]) = if direct {
+            (
+                [
+                    pic.planes[1].as_ptr().cast(),
+                    pic.planes[2].as_ptr().cast(),
+                    pic.planes[0].as_ptr().cast(),
+                    std::ptr::null(),
+                ],
+                [row as c_int, row as c_int, row as c_int, 0],
+            )
+        } else {
+            if self.rgb.is_none() {
+                self.rgb = Some(
+                    alloc_frame(ff::format::Pixel::GBRP16LE, self.width, self.height)
+                        .ok_or_else(|| bad(&self.path, "cannot allocate an RGB frame"))?,
+                );
             }
+            let Some(rgb) = self.rgb.as_mut() else {
+                return Err(bad(&self.path, "cannot allocate an RGB frame"));
+            };
+            for (plane, src) in [
+                (0usize, &pic.planes[1]),
+                (1, &pic.planes[2]),
+                (2, &pic.planes[0]),
+            ] {
+                let stride = rgb.stride(plane);
+                let dst = rgb.data_mut(plane);
+                for (drow, srow) in dst.chunks_mut(stride).zip(src.chunks_exact(w)).take(h) {
+                    for (d, s) in drow[..row].chunks_exact_mut(2).zip(srow) {
+                        d.copy_from_slice(&s.to_le_bytes());
+                    }
+                }
+            }
+            // SAFETY: the frame is ours and allocated (checked above); its three
+            // planes are disjoint regions of `linesize × height` bytes, so the
+            // slices made from them do not overlap, and they are only used in
+            // this block, while `rgb` is not otherwise touched.
+            unsafe {
+                let f = rgb.as_mut_ptr();
+                let (data, ls) = ((*f).data, (*f).linesize);
+                if let Some(draw) = overlay {
+                    let plane =
+                        |i: usize| std::slice::from_raw_parts_mut(data[i], ls[i] as usize * h);
+                    let mut canvas = Canvas {
+                        width: self.width,
+                        height: self.height,
+                        planes: [plane(2), plane(0), plane(1)],
+                        strides: [ls[2] as usize, ls[0] as usize, ls[1] as usize],
+                    };
+                    draw(&mut canvas);
+                }
+                (
+                    [
+                        data[0].cast_const(),
+                        data[1].cast_const(),
+                        data[2].cast_const(),
+                        std::ptr::null(),
+                    ],
+                    [ls[0], ls[1], ls[2], 0],
+                )
+            }
+        };
+        // The encoder may still hold a reference to the last picture's buffer:
+        // then this gives the frame a new one.
+        // SAFETY: a live frame we own.
+        if unsafe { ffi::av_frame_make_writable(self.yuv.as_mut_ptr()) } < 0 {
+            return Err(bad(&self.path, "cannot allocate a YUV frame"));
         }
-        let mut yuv = alloc_frame(self.pix, self.width, self.height)
-            .ok_or_else(|| bad(&self.path, "cannot allocate a YUV frame"))?;
-        self.sws
-            .run(&rgb, &mut yuv)
-            .map_err(fail("converting RGB to YUV"))?;
+        // SAFETY: `src` points at three planes of `h` rows of `src_stride` bytes
+        // (the picture's, checked above, or the RGB frame's), which stay alive
+        // and unchanged during the call; the YUV frame is writable and of the
+        // size and format the context was made for.
+        let scaled = unsafe {
+            let y = self.yuv.as_mut_ptr();
+            ffi::sws_scale(
+                self.sws.as_mut_ptr(),
+                src.as_ptr(),
+                src_stride.as_ptr(),
+                0,
+                h as c_int,
+                (*y).data.as_ptr() as *const *mut u8,
+                (*y).linesize.as_ptr(),
+            )
+        };
+        if scaled < 0 {
+            return Err(ffmpeg_err(
+                &self.path,
+                "converting RGB to YUV",
+                ff::Error::from(scaled),
+            ));
+        }
+        let yuv = &mut self.yuv;
         yuv.set_pts(Some(self.next_pts));
         self.next_pts += 1;
         yuv.set_color_range(ff::color::Range::MPEG);
@@ -473,8 +525,8 @@ impl MovieEncoder {
         yuv.set_color_transfer_characteristic(ff::color::TransferCharacteristic::BT709);
         yuv.set_color_space(ff::color::Space::BT709);
         self.enc
-            .send_frame(&yuv)
-            .map_err(fail("encoding a frame"))?;
+            .send_frame(&self.yuv)
+            .map_err(|e| ffmpeg_err(&self.path, "encoding a frame", e))?;
         self.drain()
     }
 
@@ -528,13 +580,16 @@ mod tests {
     #[test]
     fn placing_crops_odd_sizes_and_letterboxes_others() {
         let mut p = Rgb16::black(5, 3);
-        p.data.iter_mut().for_each(|v| *v = 1000);
+        p.planes.iter_mut().flatten().for_each(|v| *v = 1000);
         let c = p.clone().placed(4, 2);
-        assert_eq!((c.width, c.height, c.data.len()), (4, 2, 24));
-        assert!(c.data.iter().all(|&v| v == 1000));
+        assert_eq!((c.width, c.height), (4, 2));
+        assert!(c
+            .planes
+            .iter()
+            .all(|p| p.len() == 8 && p.iter().all(|&v| v == 1000)));
         let l = p.placed(10, 10);
         // 5×3 fitted into 10×10 is 10×6, centred: rows 0-1 black, row 5 grey.
-        assert_eq!(l.data[0], 0);
-        assert_eq!(l.data[(5 * 10 + 5) * 3], 1000);
+        assert_eq!(l.pixel(0, 0), [0; 3]);
+        assert_eq!(l.pixel(5, 5), [1000; 3]);
     }
 }

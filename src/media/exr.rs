@@ -846,7 +846,19 @@ pub fn read_pixels(path: &Path) -> Result<RgbImage, MediaError> {
     }
 }
 
-fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
+/// The first part of a file, its chunks read and ready to decompress.
+struct FirstPart {
+    header: Header,
+    meta: MetaData,
+    chunks: Vec<Chunk>,
+    sources: Sources,
+    at: Placement,
+    width: usize,
+    height: usize,
+    pixel_aspect: f32,
+}
+
+fn open_first_part(path: &Path) -> Result<FirstPart, MediaError> {
     let file = File::open(path).map_err(MediaError::io(path))?;
     let reader =
         exr::block::read(BufReader::new(file), false).map_err(|e| from_exr(path, "header", e))?;
@@ -915,7 +927,35 @@ fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
         disp_w: display.size.0 as i64,
         disp_h: display.size.1 as i64,
     };
-    let pieces: Vec<Result<Option<Piece>, String>> = compressed
+    let aspect = header.shared_attributes.pixel_aspect;
+    Ok(FirstPart {
+        header,
+        meta,
+        chunks: compressed,
+        sources,
+        at,
+        width: display.size.0,
+        height: display.size.1,
+        pixel_aspect: if aspect.is_finite() && aspect > 0.0 {
+            aspect
+        } else {
+            1.0
+        },
+    })
+}
+
+fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
+    let FirstPart {
+        header,
+        meta,
+        chunks,
+        sources,
+        at,
+        width,
+        height,
+        pixel_aspect,
+    } = open_first_part(path)?;
+    let pieces: Vec<Result<Option<Piece>, String>> = chunks
         .into_par_iter()
         .map(|chunk| {
             // Each block is decoded under its own catch_unwind so one damaged
@@ -929,15 +969,8 @@ fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
         })
         .collect();
 
-    let width = display.size.0;
-    let height = display.size.1;
     let mut image = RgbImage::black(width as u32, height as u32);
-    let aspect = header.shared_attributes.pixel_aspect;
-    image.pixel_aspect = if aspect.is_finite() && aspect > 0.0 {
-        aspect
-    } else {
-        1.0
-    };
+    image.pixel_aspect = pixel_aspect;
     for piece in pieces {
         let Some(p) = piece.map_err(|e| corrupt(path, e))? else {
             continue;
@@ -949,6 +982,190 @@ fn decode_first_part(path: &Path) -> Result<RgbImage, MediaError> {
         }
     }
     Ok(image)
+}
+
+/// One decoded block of half samples, planar (R, G, B), cut to the display
+/// window like [`Piece`].
+struct HalfPiece {
+    x: usize,
+    y: usize,
+    cols: usize,
+    rows: usize,
+    planes: [Vec<u16>; 3],
+}
+
+/// [`convert_block`] for half channels: copies the bits, no conversion.
+fn half_block(
+    block: &UncompressedBlock,
+    channels: &ChannelList,
+    sources: Sources,
+    at: Placement,
+) -> Result<Option<HalfPiece>, String> {
+    let w = block.index.pixel_size.0;
+    let h = block.index.pixel_size.1;
+    let line_bytes = channels.bytes_per_pixel * w;
+    if block.data.len() != line_bytes * h {
+        return Err(format!(
+            "a block holds {} bytes, its size needs {}",
+            block.data.len(),
+            line_bytes * h
+        ));
+    }
+    let abs_x = at.data_x + block.index.pixel_position.0 as i64;
+    let abs_y = at.data_y + block.index.pixel_position.1 as i64;
+    let c0 = (at.disp_x - abs_x).clamp(0, w as i64) as usize;
+    let c1 = (at.disp_x + at.disp_w - abs_x).clamp(0, w as i64) as usize;
+    let r0 = (at.disp_y - abs_y).clamp(0, h as i64) as usize;
+    let r1 = (at.disp_y + at.disp_h - abs_y).clamp(0, h as i64) as usize;
+    if c0 >= c1 || r0 >= r1 {
+        return Ok(None);
+    }
+    let cols = c1 - c0;
+    let rows = r1 - r0;
+    let starts: Vec<usize> = channels
+        .channels_with_byte_offset()
+        .map(|(o, _)| o * w)
+        .collect();
+    let mut planes = [
+        vec![0u16; rows * cols],
+        vec![0u16; rows * cols],
+        vec![0u16; rows * cols],
+    ];
+    for (plane, source) in planes.iter_mut().zip(sources.rgb) {
+        let Some(ch) = source else { continue };
+        let start = starts[ch];
+        for r in r0..r1 {
+            let line = &block.data[r * line_bytes..(r + 1) * line_bytes];
+            let run = &line[start + c0 * 2..start + c1 * 2];
+            let out = &mut plane[(r - r0) * cols..(r - r0 + 1) * cols];
+            for (d, b) in out.iter_mut().zip(run.chunks_exact(2)) {
+                *d = u16::from_ne_bytes([b[0], b[1]]);
+            }
+        }
+    }
+    Ok(Some(HalfPiece {
+        x: (abs_x + c0 as i64 - at.disp_x) as usize,
+        y: (abs_y + r0 as i64 - at.disp_y) as usize,
+        cols,
+        rows,
+        planes,
+    }))
+}
+
+/// Reads the R, G, B (or Y) channels of the first part as the bits of half
+/// floats into display-window-sized planes, when every one of them is stored as
+/// half (`Ok(None)` otherwise: use [`read_pixels`]). Missing channels and pixels
+/// outside the data window are +0.0.
+///
+/// `convert` runs on every decoded block (its R, G, B planes, in parallel)
+/// before it is placed, so a display table turns the bits into code values
+/// without another pass over the frame. Like [`read_pixels`] it runs [`verify`]
+/// first, decompresses blocks in parallel and turns decoder panics into
+/// [`MediaError::Corrupt`]; blocks are placed as they finish, so no second
+/// frame-sized buffer is held.
+pub fn read_half_planes(
+    path: &Path,
+    convert: &(dyn Fn([&mut [u16]; 3]) + Sync),
+) -> Result<Option<super::Rgb16>, MediaError> {
+    read_half_planes_into(path, convert, None)
+}
+
+/// [`read_half_planes`] into `reuse`'s planes when given (a picture the caller
+/// is done with: no allocation and no page faults for a frame of the same size).
+pub fn read_half_planes_into(
+    path: &Path,
+    convert: &(dyn Fn([&mut [u16]; 3]) + Sync),
+    reuse: Option<super::Rgb16>,
+) -> Result<Option<super::Rgb16>, MediaError> {
+    verify(path)?;
+    let part = match catch_unwind(AssertUnwindSafe(|| open_first_part(path))) {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(corrupt(
+                path,
+                "pixel data is malformed (the decoder gave up)",
+            ))
+        }
+    };
+    let all_half = part
+        .sources
+        .rgb
+        .iter()
+        .flatten()
+        .all(|&c| part.header.channels.list[c].sample_type == SampleType::F16);
+    if !all_half {
+        return Ok(None);
+    }
+    let (width, height) = (part.width, part.height);
+    let mut black = [[0u16], [0u16], [0u16]];
+    {
+        let [r, g, b] = &mut black;
+        convert([r, g, b]);
+    }
+    let planes = match reuse {
+        Some(mut r) => {
+            for (p, [v]) in r.planes.iter_mut().zip(black) {
+                p.clear();
+                p.resize(width * height, v);
+            }
+            r.planes
+        }
+        None => black.map(|[v]| vec![v; width * height]),
+    };
+    let image = Mutex::new(super::Rgb16 {
+        width: width as u32,
+        height: height as u32,
+        planes,
+    });
+    let first_error: Mutex<Option<String>> = Mutex::new(None);
+    let FirstPart {
+        header,
+        meta,
+        chunks,
+        sources,
+        at,
+        ..
+    } = part;
+    chunks.into_par_iter().for_each(|chunk| {
+        if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+            return;
+        }
+        let piece = catch_unwind(AssertUnwindSafe(|| {
+            let block = UncompressedBlock::decompress_chunk(chunk, &meta, false)
+                .map_err(|e| format!("pixel data: {e}"))?;
+            let mut piece = half_block(&block, &header.channels, sources, at)?;
+            if let Some(p) = &mut piece {
+                let [r, g, b] = &mut p.planes;
+                convert([r, g, b]);
+            }
+            Ok(piece)
+        }))
+        .unwrap_or_else(|_| Err("pixel data is malformed (the decompressor gave up)".into()));
+        match piece {
+            Ok(Some(p)) => {
+                let Ok(mut img) = image.lock() else { return };
+                for (dst, src) in img.planes.iter_mut().zip(&p.planes) {
+                    for r in 0..p.rows {
+                        let d = (p.y + r) * width + p.x;
+                        dst[d..d + p.cols].copy_from_slice(&src[r * p.cols..(r + 1) * p.cols]);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if let Ok(mut slot) = first_error.lock() {
+                    slot.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(corrupt(path, e));
+    }
+    image
+        .into_inner()
+        .map(Some)
+        .map_err(|_| corrupt(path, "pixel data is malformed (the decoder gave up)"))
 }
 
 // ---------------------------------------------------------------------------

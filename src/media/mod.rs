@@ -144,6 +144,37 @@ impl RgbImage {
     }
 }
 
+/// 16-bit RGB in three planes (R, G, B; row-major, top row first): display code
+/// values for the review encoder, or the bits of half floats straight from an
+/// EXR ([`exr::read_half_planes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rgb16 {
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// R, G, B planes of `width × height` samples each.
+    pub planes: [Vec<u16>; 3],
+}
+
+impl Rgb16 {
+    /// A black picture (all samples 0).
+    pub fn black(width: u32, height: u32) -> Self {
+        let n = width as usize * height as usize;
+        Rgb16 {
+            width,
+            height,
+            planes: [vec![0; n], vec![0; n], vec![0; n]],
+        }
+    }
+
+    /// The samples (R, G, B) at (x, y).
+    pub fn pixel(&self, x: u32, y: u32) -> [u16; 3] {
+        let i = y as usize * self.width as usize + x as usize;
+        [self.planes[0][i], self.planes[1][i], self.planes[2][i]]
+    }
+}
+
 /// Why a media file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {

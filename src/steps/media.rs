@@ -4,7 +4,8 @@
 //!
 //! Frames are processed in batches of `media.jobs` (one per core by default):
 //! a batch is decoded and colour-converted in parallel, then consumed in order,
-//! so memory holds at most one batch of frames whatever the plate's length.
+//! so memory holds at most one batch of frames whatever the plate's length (the
+//! review step decodes still frames one at a time, one ahead of its encoders).
 
 use std::fs;
 use std::io;

@@ -28,6 +28,7 @@ use serde_json::json;
 
 use super::media::{self as m, FrameSrc};
 use super::{hash_file, hex64, StepContext, StepError, StepOutput};
+use crate::colour::HalfDisplay;
 use crate::media::RgbImage;
 use crate::store::{fsync_dir, OutputFile};
 use crate::task::{GapPolicy, PlateOutput, StepKind, TaskMessage};
@@ -208,6 +209,13 @@ pub fn run(
     })
 }
 
+fn is_exr(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .and_then(crate::media::MediaFormat::from_extension)
+        == Some(crate::media::MediaFormat::Exr)
+}
+
 /// Renders one decoded frame into every set: (temporary file, destination, record).
 fn render_frame(
     msg: &TaskMessage,
@@ -261,6 +269,72 @@ fn render_frame(
     Ok(out)
 }
 
+/// A full-size proxy of a half-float EXR frame through the colour tables
+/// (`None`: the frame is not all half, use the float path). The tables turn
+/// each decoded block into 8-bit codes in place; the planes are then interleaved
+/// for the JPEG encoder.
+fn render_half(
+    msg: &TaskMessage,
+    output: &PlateOutput,
+    table: &HalfDisplay<u8>,
+    set: &Set,
+    number: i64,
+    path: &Path,
+    cfg: &crate::config::ProxySettings,
+) -> Result<Option<Rendered>, StepError> {
+    let convert = |[r, g, b]: [&mut [u16]; 3]| {
+        for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+            let px = table.pixel([*r, *g, *b]);
+            (*r, *g, *b) = (px[0].into(), px[1].into(), px[2].into());
+        }
+    };
+    let Some(pic) =
+        crate::media::exr::read_half_planes(path, &convert).map_err(StepError::from_error)?
+    else {
+        return Ok(None);
+    };
+    if pic.width != set.width || pic.height != set.height {
+        return Err(StepError::permanent(format!(
+            "{}: frame {number} is {}×{} but the plate is {}×{}; the frames of one plate must share a size",
+            output.frames_dir.display(),
+            pic.width,
+            pic.height,
+            set.width,
+            set.height
+        )));
+    }
+    let w = pic.width as usize;
+    let mut rgb = vec![0u8; pic.planes[0].len() * 3];
+    let [pr, pg, pb] = &pic.planes;
+    rgb.par_chunks_mut(w.max(1) * 3)
+        .zip(pr.par_chunks(w.max(1)))
+        .zip(pg.par_chunks(w.max(1)))
+        .zip(pb.par_chunks(w.max(1)))
+        .for_each(|(((d, r), g), b)| {
+            for (((px, &r), &g), &b) in d.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+                // The tables wrote 8-bit codes.
+                px.copy_from_slice(&[r as u8, g as u8, b as u8]);
+            }
+        });
+    drop(pic);
+    let dest = proxy_path(set, output, number);
+    let bytes = m::encode_jpeg(
+        &rgb,
+        set.width,
+        set.height,
+        cfg.quality,
+        &cfg.subsampling,
+        &dest,
+    )?;
+    let rec = OutputFile {
+        path: dest.clone(),
+        size: bytes.len() as u64,
+        xxh3: hex64(xxhash_rust::xxh3::xxh3_64(&bytes)),
+    };
+    let tmp = m::write_temp(&dest, &bytes, &msg.task_id, msg.attempt)?;
+    Ok(Some(vec![(tmp, dest, rec)]))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn render_all(
     msg: &TaskMessage,
@@ -275,21 +349,58 @@ fn render_all(
 ) -> Result<(), StepError> {
     let pool = m::pool(ctx, StepKind::Proxy)?;
     let cfg = &ctx.settings.media.proxy;
+    let table = match (plate.movie.is_none(), sets) {
+        (true, [_full]) => pipeline.half_display::<u8>(),
+        _ => None,
+    };
     for batch in todo.chunks(m::jobs(ctx)) {
         ctx.check_cancel()?;
         let results: Vec<Result<Rendered, StepError>> = pool.install(|| {
-            let imgs = match m::decode_batch(plate, batch) {
+            // One full-size set of a still plate: half-float EXR frames take the
+            // table path (no float image); the rest (and any frame that is not
+            // all half) the float path below.
+            let mut fast: Vec<Option<Result<Rendered, StepError>>> = batch
+                .par_iter()
+                .map(|&i| {
+                    let f = &plate.frames[i];
+                    match (&f.src, &table) {
+                        (FrameSrc::File(p), Some(t)) if is_exr(p) => {
+                            render_half(msg, output, t, &sets[0], f.number, p, cfg).transpose()
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+            let rest: Vec<usize> = batch
+                .iter()
+                .zip(&fast)
+                .filter(|(_, r)| r.is_none())
+                .map(|(&i, _)| i)
+                .collect();
+            if rest.is_empty() {
+                return fast.into_iter().flatten().collect();
+            }
+            let imgs = match m::decode_batch(plate, &rest) {
                 Ok(v) => v,
                 Err(e) => return vec![Err(e)],
             };
-            imgs.into_par_iter()
-                .zip(batch.par_iter())
+            let mut slow: Vec<Result<Rendered, StepError>> = imgs
+                .into_par_iter()
+                .zip(rest.par_iter())
                 .map(|(img, &i)| {
                     let number = plate.frames[i].number;
                     let img = img.ok_or_else(|| {
                         StepError::permanent(format!("frame {number} vanished while rendering"))
                     })?;
                     render_frame(msg, output, pipeline, sets, number, img, cfg)
+                })
+                .collect();
+            // Back into batch order.
+            slow.reverse();
+            fast.iter_mut()
+                .filter_map(|r| match r {
+                    Some(r) => Some(std::mem::replace(r, Ok(Vec::new()))),
+                    None => slow.pop(),
                 })
                 .collect()
         });

@@ -15,8 +15,10 @@
 //! timecode; built-in bitmap font) and an optional slate frame before the first
 //! frame (the timecode then starts one frame earlier).
 //!
-//! The plate is decoded once, in batches of `media.jobs` frames, and every movie is
-//! encoded in the same pass. Movies are written under iom temporary names,
+//! The plate is decoded once and every movie is encoded in the same pass. A
+//! decoder thread renders still frames one at a time (EXR blocks in parallel;
+//! half-float frames through the colour table's lookups, [`HalfDisplay`]) one
+//! frame ahead of the encoders; movie plates go in batches of `media.jobs`. Movies are written under iom temporary names,
 //! fsynced and renamed; a movie that already exists and probes with the right codec
 //! and frame count is kept (a re-run after a crash encodes only what is missing).
 
@@ -28,10 +30,10 @@ use serde_json::json;
 
 use super::media::{self as m, FrameSrc};
 use super::{hash_file, hex64, temp_path, write_output_atomic, StepContext, StepError, StepOutput};
-use crate::colour::Pipeline;
+use crate::colour::{DisplayCode, HalfDisplay, Pipeline};
 use crate::media::encode::{self, EncodeKind, EncodeSpec, MovieEncoder, Rgb16};
 use crate::media::font::{text_height, text_width, Canvas};
-use crate::media::{self, RgbImage};
+use crate::media::{self, MediaFormat, RgbImage};
 use crate::store::{fsync_dir, OutputFile};
 use crate::task::{GapPolicy, PlateOutput, StepKind, TaskMessage};
 use crate::thumbnail;
@@ -131,24 +133,112 @@ fn movie_complete(path: &Path, kind: &EncodeKind, frames: u64) -> bool {
     i.codec == codec && i.frame_count == frames
 }
 
-/// Display-referred 16-bit RGB of a decoded frame.
+/// Display-referred 16-bit RGB of a decoded frame (the exact float path).
 fn to_rgb16(img: &RgbImage, p: &Pipeline) -> Rgb16 {
-    let w = img.width as usize;
-    let mut data = vec![0u16; img.data.len()];
-    data.par_chunks_mut(w.max(1) * 3)
-        .zip(img.data.par_chunks(w.max(1) * 3))
-        .for_each(|(dst, src)| {
-            for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
-                let v = p.apply([s[0], s[1], s[2]]);
-                for (dc, vc) in d.iter_mut().zip(v) {
-                    *dc = (vc * 65535.0 + 0.5) as u16;
-                }
+    let w = (img.width as usize).max(1);
+    let mut out = Rgb16::black(img.width, img.height);
+    let [r, g, b] = &mut out.planes;
+    r.par_chunks_mut(w)
+        .zip(g.par_chunks_mut(w))
+        .zip(b.par_chunks_mut(w))
+        .zip(img.data.par_chunks(w * 3))
+        .for_each(|(((r, g), b), src)| {
+            for (i, s) in src.chunks_exact(3).enumerate() {
+                let v = p.apply([s[0], s[1], s[2]]).map(u16::from_unit);
+                (r[i], g[i], b[i]) = (v[0], v[1], v[2]);
             }
         });
-    Rgb16 {
-        width: img.width,
-        height: img.height,
-        data,
+    out
+}
+
+/// A rendered frame: its index in the plate, its picture and, for a filmstrip
+/// pick, its tile.
+type Ready = (usize, Rgb16, Option<image::RgbImage>);
+
+/// How the frames of a batch are rendered.
+struct Render<'a> {
+    plate: &'a m::Plate,
+    size: (u32, u32),
+    movie_pipe: &'a Pipeline,
+    /// The movie pipeline as half-float tables, when it has no `.cube` LUT.
+    half: Option<HalfDisplay<u16>>,
+    strip_pipe: &'a Pipeline,
+    tile: (u32, u32),
+    /// Frame indices that make the filmstrip (empty when it is not written).
+    picks: &'a [usize],
+}
+
+impl Render<'_> {
+    fn check_size(&self, i: usize, width: u32, height: u32) -> Result<(), StepError> {
+        let (w, h) = self.size;
+        if width != w || height != h {
+            return Err(StepError::permanent(format!(
+                "frame {} is {width}×{height} but the plate is {w}×{h}; the frames of one plate must share a size",
+                self.plate.frames[i].number
+            )));
+        }
+        Ok(())
+    }
+
+    /// From a decoded float image: the exact colour path, and the tile.
+    fn from_float(&self, i: usize, img: RgbImage) -> Result<Ready, StepError> {
+        self.check_size(i, img.width, img.height)?;
+        let tile = self
+            .picks
+            .contains(&i)
+            .then(|| thumbnail::render(&img, self.strip_pipe, self.tile.0, self.tile.1));
+        Ok((i, to_rgb16(&img, self.movie_pipe), tile))
+    }
+
+    /// One published still frame. Half-float EXR frames that make no tile go
+    /// through the colour tables while their blocks are decoded; anything else
+    /// is decoded to float and converted exactly.
+    fn file(&self, i: usize, path: &Path, spare: Option<Rgb16>) -> Result<Ready, StepError> {
+        let exr = MediaFormat::from_extension(
+            path.extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default(),
+        ) == Some(MediaFormat::Exr);
+        if let (true, Some(t), false) = (exr, &self.half, self.picks.contains(&i)) {
+            let convert = |[r, g, b]: [&mut [u16]; 3]| t.rows_in_place([r, g, b]);
+            if let Some(pic) = media::exr::read_half_planes_into(path, &convert, spare)
+                .map_err(StepError::from_error)?
+            {
+                self.check_size(i, pic.width, pic.height)?;
+                return Ok((i, pic, None));
+            }
+        }
+        let img = media::pixels::decode(path).map_err(StepError::from_error)?;
+        self.from_float(i, img)
+    }
+
+    /// The present frames `present` (in order), in parallel; a single still
+    /// frame is decoded into `spare` when given.
+    fn batch(&self, present: &[usize], spare: Option<Rgb16>) -> Result<Vec<Ready>, StepError> {
+        if let [i] = present {
+            if let FrameSrc::File(p) = &self.plate.frames[*i].src {
+                return Ok(vec![self.file(*i, p, spare)?]);
+            }
+        }
+        if self.plate.movie.is_some() {
+            let imgs = m::decode_batch(self.plate, present)?;
+            return imgs
+                .into_par_iter()
+                .zip(present.par_iter())
+                .map(|(img, &i)| {
+                    let img = img
+                        .ok_or_else(|| StepError::permanent("a frame vanished while rendering"))?;
+                    self.from_float(i, img)
+                })
+                .collect();
+        }
+        present
+            .par_iter()
+            .map(|&i| match &self.plate.frames[i].src {
+                FrameSrc::File(p) => self.file(i, p, None),
+                _ => Err(StepError::permanent("a frame vanished while rendering")),
+            })
+            .collect()
     }
 }
 
@@ -425,7 +515,7 @@ fn encode_all(
         }
         for e in &mut encoders {
             let (ew, eh) = e.size();
-            e.push(&Rgb16::black(ew, eh), |c| slate(c, &lines))
+            e.push(&Rgb16::black(ew, eh), Some(&mut |c| slate(c, &lines)))
                 .map_err(map_err)?;
         }
     }
@@ -439,75 +529,119 @@ fn encode_all(
     let want_strip = strip_count > 0 && !strip_done;
 
     let pool = m::pool(ctx, StepKind::Review)?;
-    let mut last: Option<Rgb16> = None;
-    let mut last_tile: Option<image::RgbImage> = None;
+    let render = Render {
+        plate,
+        size: (w, h),
+        movie_pipe,
+        half: movie_pipe.half_display::<u16>(),
+        strip_pipe,
+        tile: (tile_w, tile_h),
+        picks: if want_strip { &picks } else { &[] },
+    };
+    // Still frames one at a time (each frame's blocks decode in parallel), a
+    // movie plate in batches of `media.jobs` (it decodes in one pass per batch).
+    let batch_len = if plate.movie.is_some() {
+        m::jobs(ctx)
+    } else {
+        1
+    };
     let idx: Vec<usize> = (0..n).collect();
-    for batch in idx.chunks(m::jobs(ctx)) {
-        ctx.check_cancel()?;
-        let present: Vec<usize> = batch
-            .iter()
-            .copied()
-            .filter(|&i| plate.frames[i].src != FrameSrc::Missing)
-            .collect();
-        let rendered: Vec<(usize, Rgb16, Option<image::RgbImage>)> = pool.install(|| {
-            let imgs = m::decode_batch(plate, &present)?;
-            imgs.into_par_iter()
-                .zip(present.par_iter())
-                .map(|(img, &i)| {
-                    let img = img.ok_or_else(|| StepError::permanent("a frame vanished while rendering"))?;
-                    if img.width != w || img.height != h {
-                        return Err(StepError::permanent(format!(
-                            "frame {} is {}×{} but the plate is {w}×{h}; the frames of one plate must share a size",
-                            plate.frames[i].number, img.width, img.height
-                        )));
-                    }
-                    let tile = (want_strip && picks.contains(&i))
-                        .then(|| thumbnail::render(&img, strip_pipe, tile_w, tile_h));
-                    Ok((i, to_rgb16(&img, movie_pipe), tile))
-                })
-                .collect::<Result<Vec<_>, StepError>>()
-        })?;
-        let mut rendered = rendered.into_iter().peekable();
-        for &i in batch {
-            let f = &plate.frames[i];
-            let (pic, tile) = match rendered.peek() {
-                Some((j, _, _)) if *j == i => match rendered.next() {
-                    Some((_, p, t)) => (p, t),
-                    None => return Err(StepError::permanent("a rendered frame went missing")),
-                },
-                _ => {
-                    // A gap the policy lets through.
-                    let p = match (plate.gap_policy, &last) {
-                        (GapPolicy::Previous, Some(l)) => l.clone(),
-                        _ => Rgb16::black(w, h),
-                    };
-                    let t = match (plate.gap_policy, &last_tile) {
-                        (GapPolicy::Previous, Some(t)) => Some(t.clone()),
-                        _ => Some(image::RgbImage::new(tile_w, tile_h)),
-                    };
-                    (p, t.filter(|_| want_strip && picks.contains(&i)))
-                }
-            };
-            let tc = tc0.map(|t| t.offset(i as i64));
-            for e in &mut encoders {
-                let (ew, eh) = e.size();
-                let placed = pic.clone().placed(ew, eh);
-                if r.burn_in {
-                    e.push(&placed, |c| burn_in(c, labels, f.number, tc))
-                        .map_err(map_err)?;
+    let cancel = &*ctx.cancel;
+    // The decoder runs one batch ahead of the encoders: it renders the next
+    // batch while this thread (and the encoders' own threads) encode the last,
+    // then waits for it to be taken (a rendezvous channel), so at most two
+    // batches are held. Encoded pictures go back to it to be decoded into.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Ready>, StepError>>(0);
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Rgb16>();
+    std::thread::scope(|scope| -> Result<(), StepError> {
+        // Owned here, so an early return closes the channel and the decoder
+        // (blocked on a full channel) stops before the scope joins it.
+        let rx = rx;
+        let render = &render;
+        let pool = &pool;
+        let idx = &idx;
+        scope.spawn(move || {
+            for batch in idx.chunks(batch_len) {
+                let present: Vec<usize> = batch
+                    .iter()
+                    .copied()
+                    .filter(|&i| plate.frames[i].src != FrameSrc::Missing)
+                    .collect();
+                // Keep one spare picture; drop any extra.
+                let spare = spare_rx.try_iter().last();
+                let result = if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    Err(StepError::Cancelled)
                 } else {
-                    e.push(&placed, |_| {}).map_err(map_err)?;
+                    pool.install(|| render.batch(&present, spare))
+                };
+                let failed = result.is_err();
+                // A closed channel: the encoding side stopped (an error).
+                if tx.send(result).is_err() || failed {
+                    return;
                 }
             }
-            if let Some(t) = tile {
-                if let Some(k) = picks.iter().position(|&p| p == i) {
-                    tiles[k] = Some(t.clone());
+        });
+        let mut last: Option<Rgb16> = None;
+        let mut last_tile: Option<image::RgbImage> = None;
+        for batch in idx.chunks(batch_len) {
+            ctx.check_cancel()?;
+            let rendered = rx
+                .recv()
+                .map_err(|_| StepError::permanent("the frame decoder stopped unexpectedly"))??;
+            let mut rendered = rendered.into_iter().peekable();
+            for &i in batch {
+                let f = &plate.frames[i];
+                let (pic, tile) = match rendered.peek() {
+                    Some((j, _, _)) if *j == i => match rendered.next() {
+                        Some((_, p, t)) => (p, t),
+                        None => return Err(StepError::permanent("a rendered frame went missing")),
+                    },
+                    _ => {
+                        // A gap the policy lets through.
+                        let p = match (plate.gap_policy, &last) {
+                            (GapPolicy::Previous, Some(l)) => l.clone(),
+                            _ => Rgb16::black(w, h),
+                        };
+                        let t = match (plate.gap_policy, &last_tile) {
+                            (GapPolicy::Previous, Some(t)) => Some(t.clone()),
+                            _ => Some(image::RgbImage::new(tile_w, tile_h)),
+                        };
+                        (p, t.filter(|_| want_strip && picks.contains(&i)))
+                    }
+                };
+                let tc = tc0.map(|t| t.offset(i as i64));
+                for e in &mut encoders {
+                    let (ew, eh) = e.size();
+                    let placed;
+                    let pic = if (pic.width, pic.height) == (ew, eh) {
+                        &pic
+                    } else {
+                        placed = pic.clone().placed(ew, eh);
+                        &placed
+                    };
+                    if r.burn_in {
+                        e.push(pic, Some(&mut |c| burn_in(c, labels, f.number, tc)))
+                            .map_err(map_err)?;
+                    } else {
+                        e.push(pic, None).map_err(map_err)?;
+                    }
                 }
-                last_tile = Some(t);
+                if let Some(t) = tile {
+                    if let Some(k) = picks.iter().position(|&p| p == i) {
+                        tiles[k] = Some(t.clone());
+                    }
+                    last_tile = Some(t);
+                }
+                if plate.gap_policy == GapPolicy::Previous {
+                    last = Some(pic);
+                } else {
+                    // Back to the decoder for the next frame (it may have gone).
+                    let _ = spare_tx.send(pic);
+                }
             }
-            last = Some(pic);
         }
-    }
+        Ok(())
+    })?;
     for e in encoders {
         e.finish().map_err(map_err)?;
     }

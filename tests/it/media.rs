@@ -1043,3 +1043,78 @@ fn awkward_paths_and_dispatch_by_extension() {
     assert!(err.to_string().contains("샷 cut.exr"), "{err}");
     assert_eq!(err.path(), cut_path.as_path());
 }
+
+#[test]
+fn exr_half_planes_match_the_float_decode() {
+    // The review step's table path reads half bits straight into planes; they
+    // must be the very samples the float decode gives, windows and all.
+    let dir = tempfile::tempdir().unwrap();
+    let layouts = [
+        (win(0, 0, 99, 49), win(0, 0, 99, 49)),
+        (win(0, 0, 99, 49), win(10, 5, 59, 30)),
+        (win(0, 0, 63, 35), win(-3, -2, 70, 40)),
+    ];
+    for compression in [
+        ExrCompression::Zip16,
+        ExrCompression::Piz,
+        ExrCompression::None,
+        ExrCompression::B44,
+    ] {
+        for (k, (display, data)) in layouts.into_iter().enumerate() {
+            let spec = ExrSpec {
+                compression,
+                alpha: k == 1,
+                display_window: display,
+                data_window: data,
+                fill: Fill::Pattern { seed: 7 + k as u32 },
+                ..ExrSpec::new(1, 1)
+            };
+            let name = format!("half_{}_{k}.exr", compression.name());
+            let path = write_exr(dir.path(), &name, &spec);
+            let float = exr::read_pixels(&path).unwrap();
+            let half = exr::read_half_planes(&path, &|_| {})
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: half channels"));
+            assert_eq!((half.width, half.height), (float.width, float.height));
+            for (i, px) in float.data.chunks(3).enumerate() {
+                for c in 0..3 {
+                    let v = half::f16::from_bits(half.planes[c][i]).to_f32();
+                    assert_eq!(v, px[c], "{name}: sample {i} channel {c}");
+                }
+            }
+        }
+    }
+    // The conversion runs on every block and on the black outside the data
+    // window; float channels are left to the float decode.
+    let spec = ExrSpec {
+        data_window: win(10, 5, 29, 14),
+        ..ExrSpec::new(64, 36)
+    };
+    let path = write_exr(dir.path(), "crop_convert.exr", &spec);
+    let bump = |planes: [&mut [u16]; 3]| {
+        for p in planes {
+            p.iter_mut().for_each(|v| *v = v.wrapping_add(1));
+        }
+    };
+    let plain = exr::read_half_planes(&path, &|_| {}).unwrap().unwrap();
+    let bumped = exr::read_half_planes(&path, &bump).unwrap().unwrap();
+    assert_eq!(bumped.pixel(0, 0), [1; 3]);
+    let inside = plain.pixel(12, 6).map(|v| v + 1);
+    assert_eq!(bumped.pixel(12, 6), inside);
+    let float = ExrSpec {
+        sample: ExrSample::Float,
+        ..ExrSpec::new(16, 8)
+    };
+    let float_path = write_exr(dir.path(), "float.exr", &float);
+    assert!(exr::read_half_planes(&float_path, &|_| {})
+        .unwrap()
+        .is_none());
+    // A cut file is reported like the float decode reports it.
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.exr");
+    std::fs::write(&cut, &bytes[..bytes.len() - 64]).unwrap();
+    assert!(matches!(
+        exr::read_half_planes(&cut, &|_| {}),
+        Err(MediaError::Truncated { .. })
+    ));
+}
