@@ -23,9 +23,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::exr::{group_digits, Fill};
 use super::{clipname, ImageInfo, MediaError, RgbImage};
@@ -744,35 +743,12 @@ impl HeaderWriter {
     }
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Writes one frame (to a hidden temporary name, then renamed into place).
 pub fn write_frame(path: &Path, spec: &DpxSpec) -> Result<(), MediaError> {
     let bytes = encode_frame(path, spec)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut out = BufWriter::new(File::create(&tmp)?);
-        out.write_all(&bytes)?;
-        out.flush()?;
-        drop(out);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(MediaError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        });
-    }
-    Ok(())
+    super::write_atomically(path, |out| {
+        out.write_all(&bytes).map_err(MediaError::io(path))
+    })
 }
 
 /// The bytes of one frame, in memory (what [`write_frame`] writes); `path` names

@@ -21,7 +21,6 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use exr::block::chunk::Chunk;
@@ -1802,35 +1801,13 @@ fn remember_blocks(
     cache.truncate(BLOCK_CACHE_ENTRIES);
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Writes to a hidden temporary name beside `path`, then renames it into place,
 /// so a reader never sees a half-written frame.
 fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> exr::error::UnitResult,
 ) -> Result<(), MediaError> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| MediaError::unsupported(path, "the output path has no file name"))?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let file = File::create(&tmp).map_err(MediaError::io(path))?;
-        let mut out = BufWriter::new(file);
-        write(&mut out).map_err(|e| write_error(path, e))?;
-        out.flush().map_err(MediaError::io(path))?;
-        drop(out);
-        std::fs::rename(&tmp, path).map_err(MediaError::io(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    super::write_atomically(path, |out| write(out).map_err(|e| write_error(path, e)))
 }
 
 /// Writes one single-part scan-line frame (atomically: temporary file, then

@@ -301,6 +301,39 @@ pub fn read_frame_info(path: &Path) -> Result<ImageInfo, MediaError> {
     }
 }
 
+static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Writes a file through `write` to a hidden temporary name beside `path`
+/// (`.<name>.<pid>.<n>.tmp`), then renames it into place, so a reader never sees a
+/// half-written frame; the temporary file is removed on error.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<(), MediaError>,
+) -> Result<(), MediaError> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .ok_or_else(|| MediaError::unsupported(path, "the output path has no file name"))?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(MediaError::io(path))?;
+        let mut out = std::io::BufWriter::new(file);
+        write(&mut out)?;
+        out.flush().map_err(MediaError::io(path))?;
+        drop(out);
+        std::fs::rename(&tmp, path).map_err(MediaError::io(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Checks that a still frame is complete (not empty, not cut short), cheaply: it
 /// reads headers and offset tables, never pixels.
 pub fn verify_frame(path: &Path) -> Result<(), MediaError> {

@@ -109,6 +109,13 @@ fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Cuts a file to half its length (a delivery still being written).
+fn cut_in_half(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len / 2).unwrap();
+}
+
 /// Largest channel difference between two images of one size.
 fn max_diff(a: &RgbImage, b: &RgbImage) -> f32 {
     assert_eq!((a.width, a.height), (b.width, b.height));
@@ -369,10 +376,7 @@ fn a_truncated_movie_fails_the_copy_and_leaves_no_frames() {
     );
     let g = plan_with(&p, &[movie_row(&p, "mov", "D004.mov", 24, 1, 24)], None).remove(0);
     // Cut the movie after planning (the delivery was still being written).
-    let len = std::fs::metadata(&mov).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&mov).unwrap();
-    f.set_len(len / 2).unwrap();
-    drop(f);
+    cut_in_half(&mov);
     WorkDir::create(&g).unwrap();
     let e = run_copy(&p, &g, 1).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
@@ -399,10 +403,7 @@ fn a_movie_that_breaks_mid_range_removes_the_frames_already_written() {
         &MovieSpec::dnxhd_1080(FrameRate::FPS_24, 8),
     );
     let g = plan_with(&p, &[movie_row(&p, "mxf", "E005.mxf", 8, 1, 8)], None).remove(0);
-    let len = std::fs::metadata(&mxf).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&mxf).unwrap();
-    f.set_len(len / 2).unwrap();
-    drop(f);
+    cut_in_half(&mxf);
     assert_eq!(movie::probe(&mxf).unwrap().frame_count, 8, "precondition");
     assert_eq!(
         movie::decode_frames(&mxf, &[0, 1]).unwrap().len(),
