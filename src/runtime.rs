@@ -353,6 +353,11 @@ async fn run_step(
 }
 
 /// Claims and publishes every child of `done` whose parents have all completed.
+///
+/// One trip to the blocking pool finds the ready children and claims them; the
+/// children this task must publish (claim won, or held by this task from an
+/// earlier run and not marked dispatched) are then published together and every
+/// confirm is awaited before this returns (see [`publish_confirmed`]).
 pub async fn dispatch_children<T: Transport>(
     work: &WorkDir,
     graph: &Arc<Graph>,
@@ -365,29 +370,22 @@ pub async fn dispatch_children<T: Transport>(
         return Ok(());
     }
     let (g, d) = (graph.clone(), done.clone());
-    let ready = blocking(work.clone(), move |w| w.ready_children(&g, &d)).await?;
-    for child in ready {
-        let (c, d) = (child.clone(), done.clone());
-        let claim = blocking(work.clone(), move |w| w.claim_dispatch(&c, &d)).await?;
-        let ours = match claim {
-            Claim::Won => true,
-            Claim::HeldBy(owner) => &owner == done,
-        };
-        if !ours {
-            continue;
+    let ours = blocking(work.clone(), move |w| {
+        let mut ours = Vec::new();
+        for child in w.ready_children(&g, &d)? {
+            let mine = match w.claim_dispatch(&child, &d)? {
+                Claim::Won => true,
+                Claim::HeldBy(owner) => owner == d,
+            };
+            if mine && !w.is_dispatched(&child)? {
+                ours.push(child);
+            }
         }
-        let c = child.clone();
-        if blocking(work.clone(), move |w| w.is_dispatched(&c)).await? {
-            continue;
-        }
-        let Some(msg) = graph.message(&child, 1) else {
-            continue;
-        };
-        transport.dispatch(&msg).await?;
-        let c = child.clone();
-        blocking(work.clone(), move |w| w.mark_dispatched(&c)).await?;
-        transport.event(&event(&msg, ctx, TaskState::Queued)).await;
-    }
+        Ok(ours)
+    })
+    .await?;
+    let msgs = ours.iter().filter_map(|c| graph.message(c, 1)).collect();
+    publish_confirmed(work, msgs, ctx, transport).await?;
     Ok(())
 }
 
@@ -414,18 +412,47 @@ pub async fn dispatch_tasks<T: Transport>(
         Some(g) => g,
         None => blocking(work.clone(), |w| w.manifest()).await?,
     };
-    let mut sent = Vec::new();
-    for id in tasks {
-        let Some(msg) = graph.message(&id, 1) else {
-            continue;
-        };
-        transport.dispatch(&msg).await?;
-        let c = id.clone();
-        blocking(work.clone(), move |w| w.mark_dispatched(&c)).await?;
-        transport.event(&event(&msg, ctx, TaskState::Queued)).await;
-        sent.push(id);
+    let msgs = tasks.iter().filter_map(|id| graph.message(id, 1)).collect();
+    publish_confirmed(work, msgs, ctx, transport).await
+}
+
+/// Publishes `msgs` all at once (their confirms overlap instead of one round trip
+/// each), waits for every confirm, marks the confirmed ones dispatched (one trip
+/// to the blocking pool) and reports them queued. Returns the tasks confirmed, in
+/// order; if any publish failed, its error, after the others were marked (so a
+/// retry publishes only what is missing; publishing one twice would be harmless).
+async fn publish_confirmed<T: Transport>(
+    work: &WorkDir,
+    msgs: Vec<TaskMessage>,
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<Vec<TaskId>, RuntimeError> {
+    let results = futures_util::future::join_all(msgs.iter().map(|m| transport.dispatch(m))).await;
+    let mut sent = Vec::with_capacity(msgs.len());
+    let mut failed = None;
+    for (msg, r) in msgs.iter().zip(results) {
+        match r {
+            Ok(()) => sent.push(msg),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
     }
-    Ok(sent)
+    let ids: Vec<TaskId> = sent.iter().map(|m| m.task_id.clone()).collect();
+    if !ids.is_empty() {
+        let marks = ids.clone();
+        blocking(work.clone(), move |w| {
+            marks.iter().try_for_each(|id| w.mark_dispatched(id))
+        })
+        .await?;
+    }
+    for msg in sent {
+        transport.event(&event(msg, ctx, TaskState::Queued)).await;
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(ids),
+    }
 }
 
 /// Runs a store operation on a blocking thread (file IO on shared storage can stall).

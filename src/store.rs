@@ -11,15 +11,19 @@
 //! failed/<task>.json         the terminal failure record (dead-lettered / permanent)
 //! claims/<child>.json        who won the right to publish a child (exclusive create)
 //! dispatched/<task>.json     the child's message was confirmed by the broker
-//! tmp/                       temporary files of the writes above
+//! tmp/                       temporary files of the writes above (NFS)
 //! ```
 //!
 //! Only primitives that are atomic on NFS as well as on local disks are used:
-//! exclusive create of a fully written temporary file through `hard_link` (the
-//! link fails if the name exists, so the record appears whole or not at all),
-//! write-temp + fsync + `rename` for records where the last write wins, and an
-//! fsync of the folder after every link or rename so a crash cannot lose a record
-//! the caller was told about. Nothing here holds a lock or a lease, so a worker
+//! exclusive create of a fully written (and, for records correctness rests on,
+//! fsynced) file by linking it to its name (the link fails if the name exists, so
+//! the record appears whole or not at all), write-temp + fsync + `rename` for
+//! records where the last write wins, and an fsync of the folder after every link
+//! or rename so a crash cannot lose a record the caller was told about. Where the
+//! file system has unnamed files (Linux `O_TMPFILE`: local disks) the file to link
+//! is created unnamed in the record's own folder; elsewhere (NFS) it is a named
+//! temporary file in `tmp/`, removed after the link. Folders are created when a
+//! write finds them missing, not before every write. Nothing here holds a lock or a lease, so a worker
 //! that dies between any two calls leaves a state the next worker (or
 //! `iom resume`) can carry on from.
 //!
@@ -206,7 +210,6 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Writes `bytes` to a new file `tmp` (which must not exist) and fsyncs it.
 /// Whether a record must survive a crash of the host that writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -220,6 +223,8 @@ pub enum Durability {
     Atomic,
 }
 
+/// Writes `bytes` to a new file `tmp` (which must not exist), fsynced if
+/// `durability` says so.
 fn write_tmp(tmp: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
     f.write_all(bytes)?;
@@ -229,29 +234,168 @@ fn write_tmp(tmp: &Path, bytes: &[u8], durability: Durability) -> io::Result<()>
     }
 }
 
+/// Runs `op`; when it fails with `NotFound` because a folder is missing, creates
+/// `dir` (and its parents) and runs it once more. Folders are created on first
+/// need instead of with a `create_dir_all` before every write (two system calls
+/// per folder per record, on shared storage).
+fn with_dir<T>(dir: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    match op() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            op()
+        }
+        other => other,
+    }
+}
+
+/// Unnamed files (`O_TMPFILE`) linked into place: one new name per record instead
+/// of a temporary name created, linked and removed, and nothing left behind by a
+/// crash. Linux only, and only where the file system supports it (local file
+/// systems do; NFS does not): [`Unnamed::open`] says `None` otherwise and the
+/// caller falls back to a named temporary file.
+#[cfg(target_os = "linux")]
+mod unnamed {
+    use std::ffi::CString;
+    use std::fs::{File, OpenOptions};
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    use std::path::Path;
+
+    /// Opens an unnamed, writable file on the file system of folder `dir`.
+    /// `Ok(None)`: the file system or kernel cannot (use a named temporary file).
+    pub(super) fn open(dir: &Path) -> io::Result<Option<File>> {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
+        {
+            Ok(f) => Ok(Some(f)),
+            Err(e) => match e.raw_os_error() {
+                // Not supported by this file system (EOPNOTSUPP), or a kernel
+                // older than 3.11 that reads the flag as O_DIRECTORY (EISDIR).
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL) => Ok(None),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Gives `file` (from [`open`]) the name `dest` in the same file system.
+    /// Fails with `AlreadyExists` if `dest` exists, never replacing it.
+    /// `Ok(false)`: `/proc` is not mounted, so the file cannot be named (use a
+    /// named temporary file).
+    pub(super) fn link(file: &File, dest: &Path) -> io::Result<bool> {
+        let proc = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(io::Error::other)?;
+        let to = CString::new(dest.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: both paths are NUL-terminated C strings that outlive the call;
+        // linkat only reads them.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::NotFound && !Path::new("/proc/self/fd").is_dir() {
+            return Ok(false);
+        }
+        Err(e)
+    }
+}
+
+/// [`create_if_absent_with`] through an unnamed file created in `dest`'s folder
+/// (created if missing). `Ok(None)`: not possible here; use a named temporary.
+#[cfg(target_os = "linux")]
+fn create_unnamed(dest: &Path, bytes: &[u8], durability: Durability) -> io::Result<Option<bool>> {
+    let Some(parent) = dest.parent() else {
+        return Ok(None);
+    };
+    let Some(mut f) = with_dir(parent, || unnamed::open(parent))? else {
+        return Ok(None);
+    };
+    f.write_all(bytes)?;
+    // The content is durable before the name appears: a crash never leaves a
+    // named record that is empty or short.
+    if durability == Durability::Synced {
+        f.sync_all()?;
+    }
+    let created = match unnamed::link(&f, dest) {
+        Ok(true) => true,
+        Ok(false) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e),
+    };
+    // Also when the name existed: the caller is about to rely on that record
+    // (read it, act on it), so it must not be one a crash can still take back.
+    if durability == Durability::Synced {
+        fsync_dir(parent)?;
+    }
+    Ok(Some(created))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn create_unnamed(
+    _dest: &Path,
+    _bytes: &[u8],
+    _durability: Durability,
+) -> io::Result<Option<bool>> {
+    Ok(None)
+}
+
 /// Creates `dest` holding `bytes` only if no file of that name exists, atomically:
-/// the content is written and fsynced under the temporary name `tmp` (same file
-/// system), then hard-linked to `dest`; the link fails if `dest` exists, so a
-/// reader sees the whole record or none. Returns `true` when this call created it.
+/// the content is written (and fsynced) first and only then given its name, which
+/// fails if `dest` exists, so a reader sees the whole record or none. Where the
+/// file system supports unnamed files (Linux `O_TMPFILE`: local disks) the file is
+/// created unnamed in `dest`'s folder and linked into place; elsewhere (NFS) it is
+/// written under the temporary name `tmp` (same file system) and hard-linked.
+/// Returns `true` when this call created it.
 pub fn create_if_absent(dest: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<bool> {
     create_if_absent_with(dest, tmp, bytes, Durability::Synced)
 }
 
-/// [`create_if_absent`] with a choice of [`Durability`].
+/// [`create_if_absent`] with a choice of [`Durability`]. Missing folders (of
+/// `dest` and of `tmp`) are created.
 pub fn create_if_absent_with(
     dest: &Path,
     tmp: &Path,
     bytes: &[u8],
     durability: Durability,
 ) -> io::Result<bool> {
-    write_tmp(tmp, bytes, durability)?;
-    let created = match fs::hard_link(tmp, dest) {
-        Ok(()) => true,
+    match create_unnamed(dest, bytes, durability)? {
+        Some(created) => Ok(created),
+        None => create_named(dest, tmp, bytes, durability),
+    }
+}
+
+/// [`create_if_absent_with`] through the named temporary file `tmp`.
+fn create_named(dest: &Path, tmp: &Path, bytes: &[u8], durability: Durability) -> io::Result<bool> {
+    match tmp.parent() {
+        Some(t) => with_dir(t, || write_tmp(tmp, bytes, durability))?,
+        None => write_tmp(tmp, bytes, durability)?,
+    }
+    let link = || match fs::hard_link(tmp, dest) {
+        Ok(()) => Ok(true),
         // Over NFS a retransmitted LINK whose first try succeeded answers EEXIST;
         // the temporary file's link count tells whether the link is ours.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::metadata(tmp).map(|m| m.nlink() >= 2).unwrap_or(false)
+            Ok(fs::metadata(tmp).map(|m| m.nlink() >= 2).unwrap_or(false))
         }
+        Err(e) => Err(e),
+    };
+    let linked = match dest.parent() {
+        Some(p) => with_dir(p, link),
+        None => link(),
+    };
+    let created = match linked {
+        Ok(c) => c,
         Err(e) => {
             let _ = fs::remove_file(tmp);
             return Err(e);
@@ -273,15 +417,23 @@ pub fn replace_atomic(dest: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
     replace_atomic_with(dest, tmp, bytes, Durability::Synced)
 }
 
-/// [`replace_atomic`] with a choice of [`Durability`].
+/// [`replace_atomic`] with a choice of [`Durability`]. Missing folders (of `dest`
+/// and of `tmp`) are created.
 pub fn replace_atomic_with(
     dest: &Path,
     tmp: &Path,
     bytes: &[u8],
     durability: Durability,
 ) -> io::Result<()> {
-    write_tmp(tmp, bytes, durability)?;
-    if let Err(e) = fs::rename(tmp, dest) {
+    match tmp.parent() {
+        Some(t) => with_dir(t, || write_tmp(tmp, bytes, durability))?,
+        None => write_tmp(tmp, bytes, durability)?,
+    }
+    let renamed = match dest.parent() {
+        Some(p) => with_dir(p, || fs::rename(tmp, dest)),
+        None => fs::rename(tmp, dest),
+    };
+    if let Err(e) = renamed {
         let _ = fs::remove_file(tmp);
         return Err(e);
     }
@@ -654,16 +806,24 @@ impl WorkDir {
         if let Some(current) = self.highest_attempt(task)?.filter(|&h| h > attempt) {
             return Ok(Begin::Stale { current });
         }
-        let dir = self.dir.join(RUNS).join(&task.0);
-        fs::create_dir_all(&dir).map_err(io_err("create folder", &dir))?;
         let rec = RunRecord {
             task_id: task.clone(),
             attempt,
             worker: worker.to_string(),
             started_at_ms: now_ms(),
         };
-        let path = dir.join(format!("{attempt}.json"));
-        self.replace_with(&path, &rec, "run record", Durability::Atomic)?;
+        let path = self
+            .dir
+            .join(RUNS)
+            .join(&task.0)
+            .join(format!("{attempt}.json"));
+        // Usually the attempt's first start: a new file (its folder is created on
+        // first need). The same attempt beginning again (a redelivery after a
+        // crash) rewrites it.
+        let bytes = to_json(&rec, &path, "run record")?;
+        if !self.create_record_with(&path, &bytes, Durability::Atomic)? {
+            self.replace_with(&path, &rec, "run record", Durability::Atomic)?;
+        }
         // A later attempt may have started while this record was written.
         if let Some(current) = self.highest_attempt(task)?.filter(|&h| h > attempt) {
             return Ok(Begin::Stale { current });
@@ -941,18 +1101,6 @@ impl WorkDir {
         unique_temp(&self.dir.join(TMP), stem)
     }
 
-    fn ensure_parent(&self, path: &Path) -> Result<(), StoreError> {
-        match path.parent() {
-            Some(p) => fs::create_dir_all(p).map_err(io_err("create folder", p)),
-            None => Ok(()),
-        }
-    }
-
-    fn ensure_tmp(&self) -> Result<(), StoreError> {
-        let t = self.dir.join(TMP);
-        fs::create_dir_all(&t).map_err(io_err("create folder", &t))
-    }
-
     /// Exclusive create (see [`create_if_absent`]).
     fn create_record(&self, path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
         self.create_record_with(path, bytes, Durability::Synced)
@@ -964,8 +1112,6 @@ impl WorkDir {
         bytes: &[u8],
         durability: Durability,
     ) -> Result<bool, StoreError> {
-        self.ensure_parent(path)?;
-        self.ensure_tmp()?;
         let stem = file_stem(path);
         create_if_absent_with(path, &self.temp(&stem), bytes, durability)
             .map_err(io_err("create", path))
@@ -989,8 +1135,6 @@ impl WorkDir {
         durability: Durability,
     ) -> Result<(), StoreError> {
         let bytes = to_json(value, path, what)?;
-        self.ensure_parent(path)?;
-        self.ensure_tmp()?;
         let stem = file_stem(path);
         replace_atomic_with(path, &self.temp(&stem), &bytes, durability)
             .map_err(io_err("write", path))
@@ -1136,6 +1280,48 @@ mod tests {
         for good in ["A_0010_org_v001-1a2b3c4d.copy", "x.y-z_1"] {
             validate_task_id(&TaskId(good.into())).unwrap();
         }
+    }
+
+    /// Both ways of creating a record (unnamed file, named temporary) keep the
+    /// first content, create missing folders and leave no temporary file.
+    #[test]
+    fn both_create_paths_keep_the_first_content_and_create_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp_dir = dir.path().join("tmp");
+        type Create = fn(&Path, &Path, &[u8], Durability) -> io::Result<bool>;
+        let named: Create = create_named;
+        let unnamed: Create = |dest, _tmp, bytes, d| {
+            Ok(create_unnamed(dest, bytes, d)?.expect("unnamed files on the test's file system"))
+        };
+        for (name, create) in [("named", named), ("unnamed", unnamed)] {
+            for durability in [Durability::Synced, Durability::Atomic] {
+                let dest = dir
+                    .path()
+                    .join(format!("{name}-{durability:?}/sub/rec.json"));
+                let tmp = unique_temp(&tmp_dir, "rec.json");
+                assert!(create(&dest, &tmp, b"first", durability).unwrap(), "{name}");
+                let tmp = unique_temp(&tmp_dir, "rec.json");
+                assert!(
+                    !create(&dest, &tmp, b"second", durability).unwrap(),
+                    "{name}"
+                );
+                assert_eq!(fs::read(&dest).unwrap(), b"first", "{name}");
+                assert_eq!(fs::metadata(&dest).unwrap().nlink(), 1, "{name}");
+            }
+        }
+        let left = fs::read_dir(&tmp_dir).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "temporary files left behind");
+    }
+
+    #[test]
+    fn replace_atomic_creates_missing_folders_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a/b/rec.json");
+        let tmp_dir = dir.path().join("tmp");
+        replace_atomic(&dest, &unique_temp(&tmp_dir, "rec"), b"one").unwrap();
+        replace_atomic(&dest, &unique_temp(&tmp_dir, "rec"), b"two").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"two");
+        assert_eq!(fs::read_dir(&tmp_dir).unwrap().count(), 0);
     }
 
     #[test]

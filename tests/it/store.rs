@@ -384,3 +384,37 @@ fn the_graph_succeeds_when_every_task_has() {
     assert!(w.ready_children(&g, &cleanup).unwrap().is_empty());
     assert!(w.ready_children(&g, &TaskId("nope".into())).is_err());
 }
+
+/// Records create the folders they need when they find them missing (a work
+/// folder from an older iom, or one whose empty folders were cleaned away):
+/// folders are no longer created before every write.
+#[test]
+fn records_recreate_missing_subfolders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = pipeline(tmp.path());
+    let w = WorkDir::create(&g).unwrap();
+    for sub in ["runs", "done", "failed", "claims", "dispatched", "tmp"] {
+        std::fs::remove_dir(tmp.path().join(sub)).unwrap();
+    }
+    let (probe, copy) = (tid(&g, StepKind::Probe), tid(&g, StepKind::Copy));
+    w.mark_dispatched(&probe).unwrap();
+    assert!(w.is_dispatched(&probe).unwrap());
+    assert_eq!(w.begin_attempt(&probe, 1, "host-a").unwrap(), Begin::Run);
+    assert_eq!(w.begin_attempt(&probe, 1, "host-b").unwrap(), Begin::Run);
+    assert_eq!(w.latest_run(&probe).unwrap().unwrap().worker, "host-b");
+    let rec = record(&probe, 1, "host-b");
+    assert_eq!(w.complete(&rec).unwrap(), Completed::Recorded);
+    assert_eq!(w.completion(&probe).unwrap(), Some(rec));
+    assert_eq!(w.claim_dispatch(&copy, &probe).unwrap(), Claim::Won);
+    w.record_failure(&FailureRecord {
+        task_id: copy.clone(),
+        attempt: 1,
+        worker: "host-c".into(),
+        at_ms: 1,
+        class: ErrorClass::Permanent,
+        reason: "bad".into(),
+        dead_lettered: true,
+    })
+    .unwrap();
+    assert_eq!(w.failure(&copy).unwrap().unwrap().reason, "bad");
+}
