@@ -289,6 +289,7 @@ pub fn run(
 ) -> Result<StepOutput, StepError> {
     let r = ctx.settings.media.review.clone();
     let codec = delivery_codec(ctx)?;
+    m::limit_heap_retention();
     if r.crf > 51 {
         return Err(StepError::permanent(format!(
             "bad setting `media.review.crf`: {} is outside 0..=51",
