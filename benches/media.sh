@@ -12,8 +12,9 @@
 # Both sides read the EXR files and apply a display curve (iom: the colour table's
 # linear -> BT.1886 for movies, sRGB for JPEGs; ffmpeg: -apply_trc bt709 / oiiotool's
 # linear -> sRGB). Each command runs RUNS times (default 3) as a whole process under
-# /usr/bin/time -v; the script prints the median wall time, the ratio iom/reference
-# and the median peak RSS.
+# /usr/bin/time -v; the script prints the median wall time, the ratio iom/reference,
+# the median peak RSS and the median CPU time (user + system, seconds; steadier than
+# wall time on a loaded machine), and the load average at the end.
 #
 # Usage: benches/media.sh [RUNS]     env: BENCH_DIR (default /var/tmp/iom-media-bench)
 set -euo pipefail
@@ -58,7 +59,9 @@ for r in $(seq 1 "$runs"); do
     /usr/bin/time -v $cmd 2> "$log" >/dev/null || { echo "bench: $name failed:" >&2; cat "$log" >&2; exit 1; }
     wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
     rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
-    printf '%s\t%s\t%s\n' "$name" "$wall" "$rss" >> "$results"
+    usr=$(sed -n 's/.*User time (seconds): //p' "$log")
+    sys=$(sed -n 's/.*System time (seconds): //p' "$log")
+    printf '%s\t%s\t%s\t%s\n' "$name" "$wall" "$rss" "$(python3 -c "print($usr + $sys)")" >> "$results"
   done
 done
 
@@ -72,18 +75,21 @@ def secs(t):
         s = s * 60 + p
     return s
 data = {}
-for name, wall, rss in rows:
-    data.setdefault(name, []).append((secs(wall), int(rss)))
+for name, wall, rss, cpu in rows:
+    data.setdefault(name, []).append((secs(wall), int(rss), float(cpu)))
 def med(name):
     v = data[name]
-    return statistics.median(x for x, _ in v), statistics.median(y for _, y in v) / 1024
-print(f"media benchmark: 48 frames 2048x1152 half EXR, median of {sys.argv[2]} runs")
-print(f"{'work':<12} {'iom s':>8} {'ref s':>8} {'iom/ref':>8} {'iom MB':>8} {'ref MB':>8}  reference")
+    return (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v) / 1024,
+            statistics.median(x[2] for x in v))
+with open("/proc/loadavg") as f:
+    load = f.read().split()[0]
+print(f"media benchmark: 48 frames 2048x1152 half EXR, median of {sys.argv[2]} runs, load average {load} at the end")
+print(f"{'work':<12} {'iom s':>8} {'ref s':>8} {'iom/ref':>8} {'iom MB':>8} {'ref MB':>8} {'iom cpu':>8} {'ref cpu':>8}  reference")
 for work, iom, ref, label in [
     ("H.264", "iom_h264", "ffmpeg_h264", "ffmpeg CLI libx264"),
     ("ProRes HQ", "iom_prores", "ffmpeg_prores", "ffmpeg CLI prores_ks"),
     ("JPEG proxy", "iom_jpeg", "oiiotool_jpeg", "oiiotool"),
 ]:
-    (it, im), (rt, rm) = med(iom), med(ref)
-    print(f"{work:<12} {it:8.2f} {rt:8.2f} {it / rt:8.2f} {im:8.0f} {rm:8.0f}  {label}")
+    (it, im, ic), (rt, rm, rc) = med(iom), med(ref)
+    print(f"{work:<12} {it:8.2f} {rt:8.2f} {it / rt:8.2f} {im:8.0f} {rm:8.0f} {ic:8.2f} {rc:8.2f}  {label}")
 EOF

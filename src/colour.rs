@@ -1168,12 +1168,10 @@ impl<T: DisplayCode> HalfDisplay<T> {
             }
             HalfKind::Matrix { .. } => {
                 let [sr, sg, sb] = src;
-                let n = sr.len().min(sg.len()).min(sb.len());
-                for i in 0..n.min(dr.len()).min(dg.len()).min(db.len()) {
-                    let [r, g, b] = self.pixel([sr[i], sg[i], sb[i]]);
-                    dr[i] = r;
-                    dg[i] = g;
-                    db[i] = b;
+                let srcs = sr.iter().zip(sg).zip(sb);
+                let dsts = dr.iter_mut().zip(dg.iter_mut()).zip(db.iter_mut());
+                for (((r, g), b), ((or, og), ob)) in srcs.zip(dsts) {
+                    [*or, *og, *ob] = self.pixel([*r, *g, *b]);
                 }
             }
         }

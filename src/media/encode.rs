@@ -422,8 +422,11 @@ impl MovieEncoder {
         // swscale wants 16-byte aligned rows; the planes are native-endian u16.
         let direct = overlay.is_none()
             && cfg!(target_endian = "little")
-            && row % 16 == 0
-            && pic.planes.iter().all(|p| p.as_ptr() as usize % 16 == 0);
+            && row.is_multiple_of(16)
+            && pic
+                .planes
+                .iter()
+                .all(|p| (p.as_ptr() as usize).is_multiple_of(16));
         // GBRP16 plane order: G, B, R.
         let (src, src_stride): ([*const u8; 4], [c_int; 4]) = if direct {
             (
@@ -505,7 +508,7 @@ impl MovieEncoder {
                 src_stride.as_ptr(),
                 0,
                 h as c_int,
-                (*y).data.as_ptr() as *const *mut u8,
+                (*y).data.as_ptr(),
                 (*y).linesize.as_ptr(),
             )
         };

@@ -85,6 +85,7 @@ pub fn run(
     ctx: &StepContext,
 ) -> Result<StepOutput, StepError> {
     let cfg = ctx.settings.media.proxy.clone();
+    m::limit_heap_retention();
     if !(1..=100).contains(&cfg.quality) {
         return Err(StepError::permanent(format!(
             "bad setting `media.proxy.quality`: {} is outside 1..=100",

@@ -181,7 +181,7 @@ impl Render<'_> {
     }
 
     /// From a decoded float image: the exact colour path, and the tile.
-    fn from_float(&self, i: usize, img: RgbImage) -> Result<Ready, StepError> {
+    fn float(&self, i: usize, img: RgbImage) -> Result<Ready, StepError> {
         self.check_size(i, img.width, img.height)?;
         let tile = self
             .picks
@@ -209,7 +209,7 @@ impl Render<'_> {
             }
         }
         let img = media::pixels::decode(path).map_err(StepError::from_error)?;
-        self.from_float(i, img)
+        self.float(i, img)
     }
 
     /// The present frames `present` (in order), in parallel; a single still
@@ -228,7 +228,7 @@ impl Render<'_> {
                 .map(|(img, &i)| {
                     let img = img
                         .ok_or_else(|| StepError::permanent("a frame vanished while rendering"))?;
-                    self.from_float(i, img)
+                    self.float(i, img)
                 })
                 .collect();
         }
@@ -289,6 +289,7 @@ pub fn run(
 ) -> Result<StepOutput, StepError> {
     let r = ctx.settings.media.review.clone();
     let codec = delivery_codec(ctx)?;
+    m::limit_heap_retention();
     if r.crf > 51 {
         return Err(StepError::permanent(format!(
             "bad setting `media.review.crf`: {} is outside 0..=51",

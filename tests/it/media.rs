@@ -1077,9 +1077,9 @@ fn exr_half_planes_match_the_float_decode() {
                 .unwrap_or_else(|| panic!("{name}: half channels"));
             assert_eq!((half.width, half.height), (float.width, float.height));
             for (i, px) in float.data.chunks(3).enumerate() {
-                for c in 0..3 {
+                for (c, &want) in px.iter().enumerate() {
                     let v = half::f16::from_bits(half.planes[c][i]).to_f32();
-                    assert_eq!(v, px[c], "{name}: sample {i} channel {c}");
+                    assert_eq!(v, want, "{name}: sample {i} channel {c}");
                 }
             }
         }
