@@ -745,14 +745,25 @@ struct Placement {
     disp_h: i64,
 }
 
-/// Converts one decompressed block into a [`Piece`] (or nothing when the block
-/// lies outside the display window).
-fn convert_block(
+/// The part of a decompressed block inside the display window: columns
+/// `[c0, c1)` and rows `[r0, r1)` of the block, landing at display (`x`, `y`).
+struct Cut {
+    line_bytes: usize,
+    c0: usize,
+    c1: usize,
+    r0: usize,
+    r1: usize,
+    x: usize,
+    y: usize,
+}
+
+/// Checks a block's size against its channels and cuts it to the display window
+/// (`None`: the block lies outside it).
+fn cut_block(
     block: &UncompressedBlock,
     channels: &ChannelList,
-    sources: Sources,
     at: Placement,
-) -> Result<Option<Piece>, String> {
+) -> Result<Option<Cut>, String> {
     let w = block.index.pixel_size.0;
     let h = block.index.pixel_size.1;
     let line_bytes = channels.bytes_per_pixel * w;
@@ -765,7 +776,6 @@ fn convert_block(
     }
     let abs_x = at.data_x + block.index.pixel_position.0 as i64;
     let abs_y = at.data_y + block.index.pixel_position.1 as i64;
-    // Columns [c0, c1) and rows [r0, r1) of the block that are inside the display.
     let c0 = (at.disp_x - abs_x).clamp(0, w as i64) as usize;
     let c1 = (at.disp_x + at.disp_w - abs_x).clamp(0, w as i64) as usize;
     let r0 = (at.disp_y - abs_y).clamp(0, h as i64) as usize;
@@ -773,6 +783,38 @@ fn convert_block(
     if c0 >= c1 || r0 >= r1 {
         return Ok(None);
     }
+    Ok(Some(Cut {
+        line_bytes,
+        c0,
+        c1,
+        r0,
+        r1,
+        x: (abs_x + c0 as i64 - at.disp_x) as usize,
+        y: (abs_y + r0 as i64 - at.disp_y) as usize,
+    }))
+}
+
+/// Converts one decompressed block into a [`Piece`] (or nothing when the block
+/// lies outside the display window).
+fn convert_block(
+    block: &UncompressedBlock,
+    channels: &ChannelList,
+    sources: Sources,
+    at: Placement,
+) -> Result<Option<Piece>, String> {
+    let Some(Cut {
+        line_bytes,
+        c0,
+        c1,
+        r0,
+        r1,
+        x,
+        y,
+    }) = cut_block(block, channels, at)?
+    else {
+        return Ok(None);
+    };
+    let w = block.index.pixel_size.0;
     let cols = c1 - c0;
     let rows = r1 - r0;
 
@@ -821,8 +863,8 @@ fn convert_block(
         }
     }
     Ok(Some(Piece {
-        x: (abs_x + c0 as i64 - at.disp_x) as usize,
-        y: (abs_y + r0 as i64 - at.disp_y) as usize,
+        x,
+        y,
         cols,
         rows,
         data,
@@ -1000,25 +1042,19 @@ fn half_block(
     sources: Sources,
     at: Placement,
 ) -> Result<Option<HalfPiece>, String> {
-    let w = block.index.pixel_size.0;
-    let h = block.index.pixel_size.1;
-    let line_bytes = channels.bytes_per_pixel * w;
-    if block.data.len() != line_bytes * h {
-        return Err(format!(
-            "a block holds {} bytes, its size needs {}",
-            block.data.len(),
-            line_bytes * h
-        ));
-    }
-    let abs_x = at.data_x + block.index.pixel_position.0 as i64;
-    let abs_y = at.data_y + block.index.pixel_position.1 as i64;
-    let c0 = (at.disp_x - abs_x).clamp(0, w as i64) as usize;
-    let c1 = (at.disp_x + at.disp_w - abs_x).clamp(0, w as i64) as usize;
-    let r0 = (at.disp_y - abs_y).clamp(0, h as i64) as usize;
-    let r1 = (at.disp_y + at.disp_h - abs_y).clamp(0, h as i64) as usize;
-    if c0 >= c1 || r0 >= r1 {
+    let Some(Cut {
+        line_bytes,
+        c0,
+        c1,
+        r0,
+        r1,
+        x,
+        y,
+    }) = cut_block(block, channels, at)?
+    else {
         return Ok(None);
-    }
+    };
+    let w = block.index.pixel_size.0;
     let cols = c1 - c0;
     let rows = r1 - r0;
     let starts: Vec<usize> = channels
@@ -1043,8 +1079,8 @@ fn half_block(
         }
     }
     Ok(Some(HalfPiece {
-        x: (abs_x + c0 as i64 - at.disp_x) as usize,
-        y: (abs_y + r0 as i64 - at.disp_y) as usize,
+        x,
+        y,
         cols,
         rows,
         planes,

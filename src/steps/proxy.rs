@@ -244,21 +244,8 @@ fn render_frame(
     for s in sets {
         let dest = proxy_path(s, output, number);
         let pic = thumbnail::render(&img, pipeline, s.width, s.height);
-        let bytes = m::encode_jpeg(
-            pic.as_raw(),
-            pic.width(),
-            pic.height(),
-            cfg.quality,
-            &cfg.subsampling,
-            &dest,
-        )?;
-        let rec = OutputFile {
-            path: dest.clone(),
-            size: bytes.len() as u64,
-            xxh3: hex64(xxhash_rust::xxh3::xxh3_64(&bytes)),
-        };
-        match m::write_temp(&dest, &bytes, &msg.task_id, msg.attempt) {
-            Ok(tmp) => out.push((tmp, dest, rec)),
+        match write_proxy(msg, dest, pic.as_raw(), s, cfg) {
+            Ok(file) => out.push(file),
             Err(e) => {
                 for (t, _, _) in &out {
                     let _ = fs::remove_file(t);
@@ -319,8 +306,20 @@ fn render_half(
         });
     drop(pic);
     let dest = proxy_path(set, output, number);
+    Ok(Some(vec![write_proxy(msg, dest, &rgb, set, cfg)?]))
+}
+
+/// Encodes 8-bit RGB of `set`'s size as the JPEG `dest` and writes it to an iom
+/// temporary name: (temporary file, destination, record).
+fn write_proxy(
+    msg: &TaskMessage,
+    dest: PathBuf,
+    rgb: &[u8],
+    set: &Set,
+    cfg: &crate::config::ProxySettings,
+) -> Result<(PathBuf, PathBuf, OutputFile), StepError> {
     let bytes = m::encode_jpeg(
-        &rgb,
+        rgb,
         set.width,
         set.height,
         cfg.quality,
@@ -333,7 +332,7 @@ fn render_half(
         xxh3: hex64(xxhash_rust::xxh3::xxh3_64(&bytes)),
     };
     let tmp = m::write_temp(&dest, &bytes, &msg.task_id, msg.attempt)?;
-    Ok(Some(vec![(tmp, dest, rec)]))
+    Ok((tmp, dest, rec))
 }
 
 #[allow(clippy::too_many_arguments)]
