@@ -174,6 +174,28 @@ fn check_frame(path: PathBuf) -> Result<Frame, StepError> {
 }
 
 fn movie(path: &std::path::Path, first: i64, last: i64) -> Result<StepOutput, StepError> {
+    let (info, bytes) = movie_range(path, first, last)?;
+    Ok(StepOutput {
+        outputs: Vec::new(),
+        summary: json!({
+            "source": path.display().to_string(),
+            "first": first,
+            "last": last,
+            "frames": last - first + 1,
+            "bytes": bytes,
+            "missing": Vec::<[i64; 2]>::new(),
+            "movie": info,
+        }),
+    })
+}
+
+/// The movie's header and file size, after checking that it exists, FFmpeg can
+/// probe it and the 1-based range `first..=last` fits its frames.
+pub(super) fn movie_range(
+    path: &std::path::Path,
+    first: i64,
+    last: i64,
+) -> Result<(media::movie::MovieInfo, u64), StepError> {
     let meta = fs::metadata(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => StepError::permanent(format!(
             "source movie {} does not exist; check the scan path in the scanlist",
@@ -189,16 +211,5 @@ fn movie(path: &std::path::Path, first: i64, last: i64) -> Result<StepOutput, St
             path.display()
         )));
     }
-    Ok(StepOutput {
-        outputs: Vec::new(),
-        summary: json!({
-            "source": path.display().to_string(),
-            "first": first,
-            "last": last,
-            "frames": last - first + 1,
-            "bytes": meta.len(),
-            "missing": Vec::<[i64; 2]>::new(),
-            "movie": info,
-        }),
-    })
+    Ok((info, meta.len()))
 }

@@ -60,29 +60,8 @@ pub fn run(
             format.ext()
         )));
     }
-    if first < 1 || last < first {
-        return Err(StepError::permanent(format!(
-            "copy of {} to frames: the range {first}-{last} is empty or starts before frame 1; \
-             fix just_in/just_out in the scanlist",
-            path.display()
-        )));
-    }
-    if !path.is_file() {
-        return Err(StepError::permanent(format!(
-            "source movie {} does not exist; check the scan path in the scanlist",
-            path.display()
-        )));
-    }
-    let info = movie::probe(path).map_err(StepError::from_error)?;
-    if last as u64 > info.frame_count {
-        return Err(StepError::permanent(format!(
-            "{}: the range {first}-{last} does not fit the movie's {} frames (1-{}); \
-             fix just_in/just_out in the scanlist",
-            path.display(),
-            info.frame_count,
-            info.frame_count
-        )));
-    }
+    // The probe step's own checks: the movie exists, probes, and holds the range.
+    let (info, _) = super::probe::movie_range(path, first, last)?;
 
     let dir = &output.frames_dir;
     fs::create_dir_all(dir).map_err(|e| StepError::io("create folder", dir, &e))?;
@@ -95,7 +74,7 @@ pub fn run(
     let pool = m::pool(ctx, StepKind::Copy)?;
     let mut outputs: Vec<OutputFile> = Vec::with_capacity(frames.len());
     let mut created: Vec<PathBuf> = Vec::new();
-    let mut skipped = 0u64;
+    let (mut skipped, mut written) = (0u64, 0u64);
     let result = (|| {
         for batch in frames.chunks(m::jobs(ctx)) {
             ctx.check_cancel()?;
@@ -122,6 +101,7 @@ pub fn run(
             for r in done {
                 match r {
                     Ok((rec, Placed::New)) => {
+                        written += rec.size;
                         created.push(rec.path.clone());
                         outputs.push(rec);
                     }
@@ -152,11 +132,6 @@ pub fn run(
     fsync_dir(dir).map_err(|e| StepError::io("fsync folder", dir, &e))?;
 
     let bytes: u64 = outputs.iter().map(|o| o.size).sum();
-    let written: u64 = outputs
-        .iter()
-        .filter(|o| created.contains(&o.path))
-        .map(|o| o.size)
-        .sum();
     crate::metrics::observe_io(StepKind::Copy, written, written, outputs.len() as u64);
     Ok(StepOutput {
         summary: json!({
