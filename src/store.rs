@@ -6,11 +6,13 @@
 //!
 //! ```text
 //! manifest.json              the graph (written once; a re-submit must be identical)
-//! runs/<task>/<attempt>.json one start record per attempt (attempt fencing)
+//! runs/<task>.<attempt>.json one start record per attempt (attempt fencing;
+//!                            runs/<task>/<attempt>.json of earlier builds is read)
 //! done/<task>.json           the completion record (first completion wins)
 //! failed/<task>.json         the terminal failure record (dead-lettered / permanent)
 //! claims/<child>.json        who won the right to publish a child (exclusive create)
-//! dispatched/<task>.json     the child's message was confirmed by the broker
+//! dispatched/<task>.json     the child's message was confirmed by the broker (a
+//!                            hard link to manifest.json: a name, no new file)
 //! tmp/                       temporary files of the writes above (NFS)
 //! ```
 //!
@@ -496,7 +498,7 @@ pub struct FailureRecord {
     pub dead_lettered: bool,
 }
 
-/// The start of one attempt (`runs/<task>/<attempt>.json`).
+/// The start of one attempt (`runs/<task>.<attempt>.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// The task.
@@ -520,11 +522,10 @@ pub struct ClaimRecord {
     pub at_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct DispatchedRecord {
-    task_id: TaskId,
-    at_ms: i64,
-}
+/// The content of a dispatch mark written as a file of its own (usually a mark
+/// is a hard link to the manifest; only its name is read).
+const DISPATCH_MARK: &[u8] =
+    b"{\"what\":\"iom dispatch mark: the broker confirmed this task's message\"}\n";
 
 /// Outcome of [`WorkDir::begin_attempt`].
 #[derive(Debug, Clone, PartialEq)]
@@ -788,7 +789,7 @@ impl WorkDir {
     /// Starts `attempt` of `task` on `worker` (attempt fencing, queue-and-ops
     /// §2.7): [`Begin::AlreadyDone`] if the task has completed,
     /// [`Begin::Stale`] if a higher attempt has started, else records
-    /// `runs/<task>/<attempt>.json` and returns [`Begin::Run`]. The same attempt
+    /// `runs/<task>.<attempt>.json` and returns [`Begin::Run`]. The same attempt
     /// may begin again (a redelivery after a crash): its record is rewritten.
     pub fn begin_attempt(
         &self,
@@ -812,14 +813,9 @@ impl WorkDir {
             worker: worker.to_string(),
             started_at_ms: now_ms(),
         };
-        let path = self
-            .dir
-            .join(RUNS)
-            .join(&task.0)
-            .join(format!("{attempt}.json"));
-        // Usually the attempt's first start: a new file (its folder is created on
-        // first need). The same attempt beginning again (a redelivery after a
-        // crash) rewrites it.
+        let path = self.run_path(task, attempt);
+        // Usually the attempt's first start: a new file. The same attempt
+        // beginning again (a redelivery after a crash) rewrites it.
         let bytes = to_json(&rec, &path, "run record")?;
         if !self.create_record_with(&path, &bytes, Durability::Atomic)? {
             self.replace_with(&path, &rec, "run record", Durability::Atomic)?;
@@ -840,12 +836,16 @@ impl WorkDir {
     /// The start record of the highest attempt of `task`.
     pub fn latest_run(&self, task: &TaskId) -> Result<Option<RunRecord>, StoreError> {
         validate_task_id(task)?;
-        match self.highest_attempt(task)? {
-            Some(a) => self.read_optional(
+        let Some(a) = self.highest_attempt(task)? else {
+            return Ok(None);
+        };
+        match self.read_optional(&self.run_path(task, a), "run record")? {
+            Some(r) => Ok(Some(r)),
+            // A work folder written by an earlier build.
+            None => self.read_optional(
                 &self.dir.join(RUNS).join(&task.0).join(format!("{a}.json")),
                 "run record",
             ),
-            None => Ok(None),
         }
     }
 
@@ -959,15 +959,28 @@ impl WorkDir {
 
     /// Records that the message of `task` was confirmed by the broker (or handed
     /// to the in-process pool). Idempotent.
+    ///
+    /// The mark is a name and nothing else: a hard link to the folder's
+    /// manifest (written once, never changed; only the mark's name is ever
+    /// read), so it costs a directory entry and no new file (inode) per task.
+    /// Where no link can be made (a file system without hard links, the
+    /// manifest's link count at its limit) a small file of its own is written.
     pub fn mark_dispatched(&self, task: &TaskId) -> Result<(), StoreError> {
         validate_task_id(task)?;
         let path = self.record_path(DISPATCHED, task);
-        let rec = DispatchedRecord {
-            task_id: task.clone(),
-            at_ms: now_ms(),
-        };
-        let bytes = to_json(&rec, &path, "dispatch record")?;
-        self.create_record_with(&path, &bytes, Durability::Atomic)?;
+        let manifest = self.dir.join(MANIFEST);
+        let linked = with_dir(&self.dir.join(DISPATCHED), || {
+            fs::hard_link(&manifest, &path)
+        });
+        match linked {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            // EMLINK, EPERM (no hard links here), the manifest gone, …
+            Err(e) => {
+                tracing::debug!(path = %path.display(), "dispatch mark as a file of its own: {e}");
+            }
+        }
+        self.create_record_with(&path, DISPATCH_MARK, Durability::Atomic)?;
         Ok(())
     }
 
@@ -1097,6 +1110,13 @@ impl WorkDir {
         self.dir.join(sub).join(format!("{}.json", task.0))
     }
 
+    /// `runs/<task>.<attempt>.json`.
+    fn run_path(&self, task: &TaskId, attempt: u32) -> PathBuf {
+        self.dir
+            .join(RUNS)
+            .join(format!("{}.{attempt}.json", task.0))
+    }
+
     fn temp(&self, stem: &str) -> PathBuf {
         unique_temp(&self.dir.join(TMP), stem)
     }
@@ -1149,24 +1169,25 @@ impl WorkDir {
         }
     }
 
+    /// The highest attempt of `task` with a start record: `runs/<task>.<n>.json`
+    /// (the folder holds one graph's records: a handful of names per task), and
+    /// `runs/<task>/<n>.json` of work folders written by earlier builds. A name
+    /// is the task's only when what follows `<task>.` is exactly `<digits>.json`,
+    /// so a task whose id extends another's (`a` and `a.5`) never counts the
+    /// other's.
     fn highest_attempt(&self, task: &TaskId) -> Result<Option<u32>, StoreError> {
-        let dir = self.dir.join(RUNS).join(&task.0);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("list", &dir)(e)),
-        };
-        let mut best = None;
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let name = entry.file_name();
-            let attempt = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u32>().ok());
-            if let Some(a) = attempt {
-                best = best.max(Some(a));
+        let runs = self.dir.join(RUNS);
+        let prefix = format!("{}.", task.0);
+        let mut legacy = false;
+        let mut best = max_attempt_in(&runs, |name| {
+            if name == task.0 {
+                legacy = true;
+                return None;
             }
+            name.strip_prefix(&prefix).and_then(attempt_of)
+        })?;
+        if legacy {
+            best = best.max(max_attempt_in(&runs.join(&task.0), attempt_of)?);
         }
         Ok(best)
     }
@@ -1236,6 +1257,34 @@ mod manifest_cache {
             c.insert(key, graph.clone());
         }
     }
+}
+
+/// `<digits>.json` → the number.
+fn attempt_of(name: &str) -> Option<u32> {
+    name.strip_suffix(".json")
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+}
+
+/// The largest attempt `parse` finds among the names in `dir` (none if the
+/// folder does not exist).
+fn max_attempt_in(
+    dir: &Path,
+    mut parse: impl FnMut(&str) -> Option<u32>,
+) -> Result<Option<u32>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut best = None;
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        if let Some(name) = entry.file_name().to_str() {
+            best = best.max(parse(name));
+        }
+    }
+    Ok(best)
 }
 
 fn file_stem(path: &Path) -> String {

@@ -418,3 +418,89 @@ fn records_recreate_missing_subfolders() {
     .unwrap();
     assert_eq!(w.failure(&copy).unwrap().unwrap().reason, "bad");
 }
+
+#[test]
+fn attempt_records_are_flat_and_the_old_layout_is_still_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = pipeline(tmp.path());
+    let w = WorkDir::create(&g).unwrap();
+    let runs = tmp.path().join("runs");
+    let (probe, copy) = (tid(&g, StepKind::Probe), tid(&g, StepKind::Copy));
+
+    assert_eq!(w.begin_attempt(&probe, 1, "host-a").unwrap(), Begin::Run);
+    assert!(runs.join(format!("{}.1.json", probe.0)).is_file());
+    assert!(!runs.join(&probe.0).exists(), "no folder per task");
+    // What a task whose id extends this one's would write is not this task's.
+    std::fs::write(runs.join(format!("{}.5.3.json", probe.0)), b"{}").unwrap();
+    std::fs::write(runs.join(format!("{}.x.json", probe.0)), b"{}").unwrap();
+    assert_eq!(w.current_attempt(&probe).unwrap(), Some(1));
+    assert_eq!(w.begin_attempt(&probe, 2, "host-b").unwrap(), Begin::Run);
+    assert_eq!(w.current_attempt(&probe).unwrap(), Some(2));
+    assert_eq!(
+        w.begin_attempt(&probe, 1, "host-a").unwrap(),
+        Begin::Stale { current: 2 }
+    );
+
+    // A work folder an earlier build left mid-publish: runs/<task>/<n>.json.
+    let old = runs.join(&copy.0);
+    std::fs::create_dir_all(&old).unwrap();
+    let rec = serde_json::json!({
+        "task_id": copy.0, "attempt": 3, "worker": "old-host", "started_at_ms": 5
+    });
+    std::fs::write(old.join("3.json"), rec.to_string()).unwrap();
+    assert_eq!(w.current_attempt(&copy).unwrap(), Some(3));
+    assert_eq!(w.latest_run(&copy).unwrap().unwrap().worker, "old-host");
+    assert_eq!(
+        w.begin_attempt(&copy, 2, "host-c").unwrap(),
+        Begin::Stale { current: 3 }
+    );
+    assert_eq!(w.begin_attempt(&copy, 4, "host-c").unwrap(), Begin::Run);
+    assert_eq!(w.latest_run(&copy).unwrap().unwrap().worker, "host-c");
+    assert!(runs.join(format!("{}.4.json", copy.0)).is_file());
+}
+
+#[test]
+fn dispatch_marks_are_names_of_the_manifest() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let g = pipeline(tmp.path());
+    let w = WorkDir::create(&g).unwrap();
+    let ids: Vec<TaskId> = g.nodes.iter().map(|n| n.id.clone()).collect();
+    for id in &ids {
+        assert!(!w.is_dispatched(id).unwrap());
+        w.mark_dispatched(id).unwrap();
+        w.mark_dispatched(id).unwrap(); // idempotent
+        assert!(w.is_dispatched(id).unwrap());
+    }
+    let manifest = tmp.path().join("manifest.json");
+    let before = std::fs::read(&manifest).unwrap();
+    let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    for id in &ids {
+        let mark = tmp.path().join("dispatched").join(format!("{}.json", id.0));
+        assert_eq!(inode(&mark), inode(&manifest), "{id}: not a new file");
+    }
+    assert_eq!(
+        std::fs::metadata(&manifest).unwrap().nlink(),
+        ids.len() as u64 + 1
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), before);
+    assert_eq!(WorkDir::open(tmp.path()).unwrap().manifest().unwrap(), g);
+
+    // Where no link can be made (here: the manifest is gone from under a
+    // worker that had read it) the mark is a small file of its own.
+    let tmp = tempfile::tempdir().unwrap();
+    let g = pipeline(tmp.path());
+    let w = WorkDir::create(&g).unwrap();
+    std::fs::remove_file(tmp.path().join("manifest.json")).unwrap();
+    let probe = tid(&g, StepKind::Probe);
+    w.mark_dispatched(&probe).unwrap();
+    assert!(w.is_dispatched(&probe).unwrap());
+    let mark = tmp
+        .path()
+        .join("dispatched")
+        .join(format!("{}.json", probe.0));
+    assert_eq!(std::fs::metadata(&mark).unwrap().nlink(), 1);
+    assert!(std::fs::read_to_string(&mark)
+        .unwrap()
+        .contains("dispatch mark"));
+}
