@@ -221,8 +221,14 @@ pub struct MovieEncoder {
     /// The GBRP16 copy handed to swscale when the burn-in draws on a picture
     /// (made on first use, then reused).
     rgb: Option<ff::frame::Video>,
-    /// The encoder's input picture (reused).
-    yuv: ff::frame::Video,
+    /// The encoder's input pictures: a frame-threaded encoder (prores_ks,
+    /// dnxhd) keeps a reference to each picture until a thread has encoded it,
+    /// so the next picture goes into one it has let go of. Without this pool
+    /// every picture was a fresh allocation (and a copy): 10 MB of new pages
+    /// per 2K ProRes frame.
+    yuv: Vec<ff::frame::Video>,
+    /// Size and format of the pictures in `yuv`.
+    yuv_format: ff::format::Pixel,
     packet: ff::Packet,
 }
 
@@ -302,6 +308,10 @@ impl MovieEncoder {
                 opts.set("crf", &crf.min(&51).to_string());
                 opts.set("preset", preset);
                 opts.set("profile", "high");
+                // No frames buffered for a lookahead thread of its own: the
+                // lookahead runs in x264's encoding threads. The bitstream is
+                // bit-identical (checked with the CLI), ~20 MB less at 2K.
+                opts.set("x264-params", "sync-lookahead=0");
                 enc.set_gop(fps.numerator().max(1) as u32 / fps.denominator().max(1) as u32);
             }
             EncodeKind::Delivery(c) => {
@@ -387,7 +397,8 @@ impl MovieEncoder {
             stream_tb,
             next_pts: 0,
             rgb: None,
-            yuv,
+            yuv: vec![yuv],
+            yuv_format: pix,
             packet: ff::Packet::empty(),
         })
     }
@@ -490,18 +501,27 @@ impl MovieEncoder {
                 )
             }
         };
-        // The encoder may still hold a reference to the last picture's buffer:
-        // then this gives the frame a new one.
-        // SAFETY: a live frame we own.
-        if unsafe { ffi::av_frame_make_writable(self.yuv.as_mut_ptr()) } < 0 {
-            return Err(bad(&self.path, "cannot allocate a YUV frame"));
-        }
+        // A picture the encoder holds no reference to (else a new one, kept).
+        // SAFETY: live frames we own.
+        let free = self
+            .yuv
+            .iter()
+            .position(|f| unsafe { ffi::av_frame_is_writable(f.as_ptr().cast_mut()) } > 0);
+        let slot = match free {
+            Some(i) => i,
+            None => {
+                let f = alloc_frame(self.yuv_format, self.width, self.height)
+                    .ok_or_else(|| bad(&self.path, "cannot allocate a YUV frame"))?;
+                self.yuv.push(f);
+                self.yuv.len() - 1
+            }
+        };
         // SAFETY: `src` points at three planes of `h` rows of `src_stride` bytes
         // (the picture's, checked above, or the RGB frame's), which stay alive
         // and unchanged during the call; the YUV frame is writable and of the
         // size and format the context was made for.
         let scaled = unsafe {
-            let y = self.yuv.as_mut_ptr();
+            let y = self.yuv[slot].as_mut_ptr();
             ffi::sws_scale(
                 self.sws.as_mut_ptr(),
                 src.as_ptr(),
@@ -519,7 +539,7 @@ impl MovieEncoder {
                 ff::Error::from(scaled),
             ));
         }
-        let yuv = &mut self.yuv;
+        let yuv = &mut self.yuv[slot];
         yuv.set_pts(Some(self.next_pts));
         self.next_pts += 1;
         yuv.set_color_range(ff::color::Range::MPEG);
@@ -528,7 +548,7 @@ impl MovieEncoder {
         yuv.set_color_transfer_characteristic(ff::color::TransferCharacteristic::BT709);
         yuv.set_color_space(ff::color::Space::BT709);
         self.enc
-            .send_frame(&self.yuv)
+            .send_frame(&self.yuv[slot])
             .map_err(|e| ffmpeg_err(&self.path, "encoding a frame", e))?;
         self.drain()
     }

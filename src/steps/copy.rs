@@ -25,8 +25,8 @@ use serde_json::json;
 use xxhash_rust::xxh3::Xxh3Default;
 
 use super::{
-    check_cancel, hash_file, hex64, io_pool, is_temp_of, place_no_replace, ranges, temp_error,
-    temp_path, Placed, StepContext, StepError, StepOutput,
+    check_cancel, hash_file, hex64, io_pool, place_no_replace, ranges, temp_error, temp_path,
+    Placed, StepContext, StepError, StepOutput,
 };
 use crate::store::{fsync_dir, OutputFile, StoreError, WorkDir};
 use crate::task::{GapPolicy, PlateOutput, Source, Step, StepKind, TaskId, TaskMessage};
@@ -58,7 +58,7 @@ pub fn run(
     let jobs = plan(source, output)?;
     let dir = &output.frames_dir;
     fs::create_dir_all(dir).map_err(|e| StepError::io("create folder", dir, &e))?;
-    let stale = remove_stale_temps(dir, &msg.task_id)?;
+    let stale = super::remove_stale_temps(dir, &msg.task_id)?;
     let allow_missing = matches!(source, Source::Sequence { .. }) && gaps_allowed(msg)?;
 
     let pool = io_pool(StepKind::Copy)?;
@@ -161,29 +161,6 @@ fn gaps_allowed(msg: &TaskMessage) -> Result<bool, StepError> {
             }
         )
     }))
-}
-
-/// Removes this task's temporary files left by an earlier (crashed) attempt.
-fn remove_stale_temps(dir: &Path, task: &TaskId) -> Result<u64, StepError> {
-    let entries = fs::read_dir(dir).map_err(|e| StepError::io("list", dir, &e))?;
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| StepError::io("list", dir, &e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if is_temp_of(name, task) {
-            let p = entry.path();
-            match fs::remove_file(&p) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StepError::io("remove stale temporary file", &p, &e)),
-            }
-        }
-    }
-    if removed > 0 {
-        tracing::info!(task = %task, removed, dir = %dir.display(), "removed temporary files of an earlier attempt");
-    }
-    Ok(removed)
 }
 
 fn different(dest: &Path, src: &Path) -> StepError {

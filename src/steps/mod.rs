@@ -217,6 +217,34 @@ pub fn temp_path(dest: &Path, task: &TaskId, attempt: u32) -> PathBuf {
     ))
 }
 
+/// Removes this task's temporary files left in `dir` by an earlier attempt
+/// (none when the folder does not exist). Returns how many.
+pub fn remove_stale_temps(dir: &Path, task: &TaskId) -> Result<u64, StepError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StepError::io("list", dir, &e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| StepError::io("list", dir, &e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_temp_of(name, task) {
+            let p = entry.path();
+            match fs::remove_file(&p) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StepError::io("remove stale temporary file", &p, &e)),
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(task = %task, removed, dir = %dir.display(), "removed temporary files of an earlier attempt");
+    }
+    Ok(removed)
+}
+
 /// Whether `name` is an iom temporary file name (any task).
 pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARKER)

@@ -109,7 +109,7 @@ pub fn run(
     let mut stale = 0;
     for s in &sets {
         fs::create_dir_all(&s.dir).map_err(|e| StepError::io("create folder", &s.dir, &e))?;
-        stale += m::remove_stale_temps(&s.dir, task)?;
+        stale += super::remove_stale_temps(&s.dir, task)?;
     }
 
     // What is left to do: frames with an output missing or incomplete.

@@ -65,7 +65,7 @@ pub fn run(
 
     let dir = &output.frames_dir;
     fs::create_dir_all(dir).map_err(|e| StepError::io("create folder", dir, &e))?;
-    let stale = m::remove_stale_temps(dir, &msg.task_id)?;
+    let stale = super::remove_stale_temps(dir, &msg.task_id)?;
     let start_tc = start_timecode(&info, first);
     let frames: Vec<(u64, i64)> = (first..=last)
         .map(|n| ((n - 1) as u64, output.first_frame + (n - first)))
