@@ -69,6 +69,7 @@ fn main() {
     settings.project.root = root.clone();
     settings.media.proxy.small_width = 0;
     settings.media.review.filmstrip = false;
+    settings.media.review.montage = false;
     let kind = match args[0].as_str() {
         "proxy" => {
             let _ = std::fs::remove_dir_all(&o.jpg_dir);

@@ -1028,6 +1028,14 @@ pub struct ReviewSettings {
     pub filmstrip_frames: u32,
     /// Width of each filmstrip frame in pixels.
     pub filmstrip_width: u32,
+    /// Write the montage frames (the filmstrip's frames, each on its own) to
+    /// `<plate_dir>/montage/<type>_v###_jpg/<plate>.####.jpg`.
+    pub montage: bool,
+    /// Width of each montage frame in pixels.
+    pub montage_width: u32,
+    /// Burn the publish date (`YYYY-MM-DD`, the day the publish was submitted)
+    /// into the montage frames and the filmstrip, as the original did.
+    pub date_burn_in: bool,
 }
 
 impl Default for ReviewSettings {
@@ -1045,6 +1053,9 @@ impl Default for ReviewSettings {
             filmstrip: true,
             filmstrip_frames: 24,
             filmstrip_width: 240,
+            montage: true,
+            montage_width: 960,
+            date_burn_in: true,
         }
     }
 }

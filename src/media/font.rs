@@ -98,42 +98,46 @@ pub struct Canvas<'a> {
     pub strides: [usize; 3],
 }
 
-impl Canvas<'_> {
+/// A picture the font draws on: 16-bit RGB values in, whatever the storage.
+/// Coordinates passed to the provided methods are clipped to the picture.
+pub trait Surface {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    /// The pixel at (`x`, `y`), inside the picture.
+    fn get(&self, x: usize, y: usize) -> [u16; 3];
+    /// Sets the pixel at (`x`, `y`), inside the picture.
+    fn set(&mut self, x: usize, y: usize, rgb: [u16; 3]);
+
     /// Sets one pixel (clipped to the picture).
     fn put(&mut self, x: i64, y: i64, rgb: [u16; 3]) {
-        if x < 0 || y < 0 || x >= i64::from(self.width) || y >= i64::from(self.height) {
+        let (w, h) = self.size();
+        if x < 0 || y < 0 || x >= i64::from(w) || y >= i64::from(h) {
             return;
         }
-        let (x, y) = (x as usize, y as usize);
-        for (c, v) in rgb.iter().enumerate() {
-            let i = y * self.strides[c] + x * 2;
-            if let Some(d) = self.planes[c].get_mut(i..i + 2) {
-                d.copy_from_slice(&v.to_le_bytes());
-            }
-        }
+        self.set(x as usize, y as usize, rgb);
     }
 
     /// Fills a rectangle (clipped), blending towards `rgb` by `alpha` (0..=1).
-    pub fn fill_rect(&mut self, x: i64, y: i64, w: u32, h: u32, rgb: [u16; 3], alpha: f32) {
+    fn fill_rect(&mut self, x: i64, y: i64, w: u32, h: u32, rgb: [u16; 3], alpha: f32) {
         let a = alpha.clamp(0.0, 1.0);
-        for yy in y.max(0)..(y + i64::from(h)).min(i64::from(self.height)) {
-            for xx in x.max(0)..(x + i64::from(w)).min(i64::from(self.width)) {
+        let (pw, ph) = self.size();
+        for yy in y.max(0)..(y + i64::from(h)).min(i64::from(ph)) {
+            for xx in x.max(0)..(x + i64::from(w)).min(i64::from(pw)) {
                 let (ux, uy) = (xx as usize, yy as usize);
-                for (c, v) in rgb.iter().enumerate() {
-                    let i = uy * self.strides[c] + ux * 2;
-                    if let Some(d) = self.planes[c].get_mut(i..i + 2) {
-                        let old = f32::from(u16::from_le_bytes([d[0], d[1]]));
-                        let new = old + (f32::from(*v) - old) * a;
-                        d.copy_from_slice(&(new.round() as u16).to_le_bytes());
-                    }
+                let old = self.get(ux, uy);
+                let mut new = [0u16; 3];
+                for c in 0..3 {
+                    let o = f32::from(old[c]);
+                    new[c] = (o + (f32::from(rgb[c]) - o) * a).round() as u16;
                 }
+                self.set(ux, uy, new);
             }
         }
     }
 
     /// Draws `text` with its top-left corner at (`x`, `y`), each font pixel a
     /// `scale × scale` block.
-    pub fn draw_text(&mut self, x: i64, y: i64, text: &str, scale: u32, rgb: [u16; 3]) {
+    fn draw_text(&mut self, x: i64, y: i64, text: &str, scale: u32, rgb: [u16; 3]) {
         let s = i64::from(scale.max(1));
         for (i, c) in text.chars().enumerate() {
             let gx = x + i as i64 * i64::from(ADVANCE) * s;
@@ -153,12 +157,62 @@ impl Canvas<'_> {
     }
 
     /// Draws `text` on a darkened box (for legibility over any picture).
-    pub fn label(&mut self, x: i64, y: i64, text: &str, scale: u32) {
+    fn label(&mut self, x: i64, y: i64, text: &str, scale: u32) {
         let pad = i64::from(scale.max(1)) * 2;
         let w = text_width(text, scale) + 2 * pad as u32;
         let h = text_height(scale) + 2 * pad as u32;
-        self.fill_rect(x - pad, y - pad, w, h, [0, 0, 0], 0.6);
-        self.draw_text(x, y, text, scale, [60000, 60000, 60000]);
+        self.fill_rect(x - pad, y - pad, w, h, [0, 0, 0], LABEL_BOX_ALPHA);
+        self.draw_text(x, y, text, scale, LABEL_TEXT);
+    }
+}
+
+/// How far [`Surface::label`] darkens the picture under its box.
+pub const LABEL_BOX_ALPHA: f32 = 0.6;
+/// The colour of [`Surface::label`]'s text (16-bit code values).
+pub const LABEL_TEXT: [u16; 3] = [60000, 60000, 60000];
+
+impl Surface for Canvas<'_> {
+    fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    fn get(&self, x: usize, y: usize) -> [u16; 3] {
+        let mut out = [0u16; 3];
+        for (c, o) in out.iter_mut().enumerate() {
+            let i = y * self.strides[c] + x * 2;
+            if let Some(d) = self.planes[c].get(i..i + 2) {
+                *o = u16::from_le_bytes([d[0], d[1]]);
+            }
+        }
+        out
+    }
+
+    fn set(&mut self, x: usize, y: usize, rgb: [u16; 3]) {
+        for (c, v) in rgb.iter().enumerate() {
+            let i = y * self.strides[c] + x * 2;
+            if let Some(d) = self.planes[c].get_mut(i..i + 2) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// 8-bit pictures (JPEG tiles and montage frames): 16-bit values are rounded
+/// to 8 bits.
+impl Surface for image::RgbImage {
+    fn size(&self) -> (u32, u32) {
+        self.dimensions()
+    }
+
+    fn get(&self, x: usize, y: usize) -> [u16; 3] {
+        self.get_pixel(x as u32, y as u32)
+            .0
+            .map(|v| u16::from(v) * 257)
+    }
+
+    fn set(&mut self, x: usize, y: usize, rgb: [u16; 3]) {
+        let px = rgb.map(|v| ((u32::from(v) + 128) / 257) as u8);
+        self.put_pixel(x as u32, y as u32, image::Rgb(px));
     }
 }
 

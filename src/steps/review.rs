@@ -32,7 +32,7 @@ use super::media::{self as m, FrameSrc};
 use super::{hash_file, hex64, temp_path, write_output_atomic, StepContext, StepError, StepOutput};
 use crate::colour::{DisplayCode, HalfDisplay, Pipeline};
 use crate::media::encode::{self, EncodeKind, EncodeSpec, MovieEncoder, Rgb16};
-use crate::media::font::{text_height, text_width, Canvas};
+use crate::media::font::{text_height, text_width, Canvas, Surface};
 use crate::media::{self, MediaFormat, RgbImage};
 use crate::store::{fsync_dir, OutputFile};
 use crate::task::{GapPolicy, PlateOutput, StepKind, TaskMessage};
@@ -330,18 +330,64 @@ pub fn run(
         t.done = movie_complete(&t.dest, &t.kind, total);
     }
     let strip_dest = output.filmstrip_path();
-    let strip_count = if r.filmstrip {
+    // The filmstrip's frames (evenly spaced), also written one by one as the
+    // montage frames.
+    let pick_count = if r.filmstrip || r.montage {
         (r.filmstrip_frames as usize).max(1).min(n)
     } else {
         0
     };
-    let strip_w = r.filmstrip_width.clamp(16, 4096);
+    let strip_count = if r.filmstrip { pick_count } else { 0 };
+    let picks: Vec<usize> = (0..pick_count).map(|k| k * n / pick_count).collect();
     let strip_done = strip_count == 0 || crate::media::jpeg::verify(&strip_dest).is_ok();
+    let montage_dir = output.montage_dir();
+    let montage_paths: Vec<PathBuf> = if r.montage {
+        picks
+            .iter()
+            .map(|&i| {
+                montage_dir.join(format!(
+                    "{}.{:0pad$}.jpg",
+                    output.plate_name,
+                    plate.frames[i].number,
+                    pad = output.pad
+                ))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let montage_done = montage_paths
+        .iter()
+        .all(|p| crate::media::jpeg::verify(p).is_ok());
     let dir = &output.plate_dir;
     fs::create_dir_all(dir).map_err(|e| StepError::io("create folder", dir, &e))?;
-    let stale = m::remove_stale_temps(dir, &msg.task_id)?;
+    let mut stale = super::remove_stale_temps(dir, &msg.task_id)?;
+    if !montage_paths.is_empty() {
+        fs::create_dir_all(&montage_dir)
+            .map_err(|e| StepError::io("create folder", &montage_dir, &e))?;
+        stale += super::remove_stale_temps(&montage_dir, &msg.task_id)?;
+    }
+    let date = if r.date_burn_in && pick_count > 0 {
+        Some(publish_date(msg, &plate))
+    } else {
+        None
+    };
+    let tile = thumbnail::fit(w, h, par, r.filmstrip_width.clamp(16, 4096), u32::MAX / 2);
+    let montage_size = thumbnail::fit(w, h, par, r.montage_width.clamp(16, 8192), u32::MAX / 2);
+    let pick_plan = Picks {
+        indices: picks,
+        strip: strip_count > 0 && !strip_done,
+        montage: if montage_done {
+            Vec::new()
+        } else {
+            montage_paths.clone()
+        },
+        date: date.clone(),
+        tile,
+        montage_size,
+    };
 
-    let work = targets.iter().any(|t| !t.done) || !strip_done;
+    let work = targets.iter().any(|t| !t.done) || !strip_done || !montage_done;
     if work && plate.movie.is_none() {
         m::verify_frames(&plate, ctx)?;
     }
@@ -374,17 +420,15 @@ pub fn run(
             fps,
             tc0,
             &labels,
-            (w, h, par),
-            strip_count,
-            strip_w,
-            strip_done,
+            (w, h),
+            &pick_plan,
             &strip_dest,
             &mut temps,
         )
     } else {
-        Ok(None)
+        Ok((None, Vec::new()))
     };
-    let strip_record = match result {
+    let (strip_record, montage_written) = match result {
         Ok(s) => s,
         Err(e) => {
             for (tmp, _) in &temps {
@@ -403,6 +447,9 @@ pub fn run(
         }
     }
     fsync_dir(dir).map_err(|e| StepError::io("fsync folder", dir, &e))?;
+    if !montage_written.is_empty() {
+        fsync_dir(&montage_dir).map_err(|e| StepError::io("fsync folder", &montage_dir, &e))?;
+    }
 
     let mut outputs = Vec::new();
     for t in &targets {
@@ -428,6 +475,18 @@ pub fn run(
         };
         outputs.push(rec);
     }
+    if montage_written.is_empty() {
+        for p in &montage_paths {
+            let (size, hsh) = hash_file(p).map_err(|e| StepError::io("read", p, &e))?;
+            outputs.push(OutputFile {
+                path: p.clone(),
+                size,
+                xxh3: hex64(hsh),
+            });
+        }
+    } else {
+        outputs.extend(montage_written);
+    }
     crate::metrics::observe_io(
         StepKind::Review,
         0,
@@ -449,6 +508,12 @@ pub fn run(
                 "skipped": t.done,
             })).collect::<Vec<_>>(),
             "filmstrip": (strip_count > 0).then(|| strip_dest.display().to_string()),
+            "montage": (!montage_paths.is_empty()).then(|| json!({
+                "dir": montage_dir.display().to_string(),
+                "frames": montage_paths.len(),
+                "skipped": montage_done,
+            })),
+            "date": date,
             "missing": super::ranges(&plate.missing()).iter().map(|&(a, b)| [a, b]).collect::<Vec<_>>(),
             "colorspace": movie_pipe.colourspace(),
             "display": movie_pipe.display().name(),
@@ -457,10 +522,108 @@ pub fn run(
     })
 }
 
-/// Decodes the plate once and feeds every encoder that is not done and the
-/// filmstrip. Temporary movie files are pushed to `temps` as they are created
-/// (the caller renames or removes them). Returns the filmstrip's record when it
-/// was written.
+/// The frames picked for the filmstrip and the montage, and what to make of them.
+struct Picks {
+    /// Frame indices (evenly spaced).
+    indices: Vec<usize>,
+    /// Write the filmstrip.
+    strip: bool,
+    /// Montage frames to write, one per index (empty: none to write).
+    montage: Vec<PathBuf>,
+    /// The date to burn in, if any.
+    date: Option<String>,
+    /// Size of a filmstrip tile.
+    tile: (u32, u32),
+    /// Size of a montage frame.
+    montage_size: (u32, u32),
+}
+
+/// The publish date, `YYYY-MM-DD` in local time: the day the graph's manifest
+/// was written (it is written once, so every run of the step burns the same
+/// date and a re-run makes identical files). Outside a graph, the day the
+/// first published frame (or movie) was written.
+fn publish_date(msg: &TaskMessage, plate: &m::Plate) -> String {
+    let manifest = msg.work_dir.join(crate::store::MANIFEST);
+    let source = plate
+        .frames
+        .iter()
+        .find_map(|f| match &f.src {
+            FrameSrc::File(p) => Some(p.clone()),
+            _ => None,
+        })
+        .or_else(|| plate.movie.clone());
+    let when = fs::metadata(&manifest)
+        .and_then(|m| m.modified())
+        .or_else(|e| match &source {
+            Some(p) => fs::metadata(p).and_then(|m| m.modified()),
+            None => Err(e),
+        })
+        .unwrap_or_else(|_| std::time::SystemTime::now());
+    local_date(when)
+}
+
+/// `YYYY-MM-DD` of `t` in the local time zone (`TZ`, else /etc/localtime).
+fn local_date(t: std::time::SystemTime) -> String {
+    let secs = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as libc::time_t,
+        Err(_) => 0,
+    };
+    // SAFETY: `localtime_r` only reads `secs` and writes the `tm` it is given;
+    // a zeroed `tm` is a valid value of that plain C struct.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            return "1970-01-01".into();
+        }
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday
+    )
+}
+
+/// Burns `date` into the top-left corner of a montage frame or tile, at a
+/// size that follows the picture's width (the original: 200 px text on a 2K
+/// frame, in a half-black box).
+fn date_label(img: &mut image::RgbImage, date: &str) {
+    let scale = (img.width() / 120).max(1);
+    let at = i64::from(scale * 3);
+    img.label(at, at, date, scale);
+}
+
+/// Writes `bytes` to a new temporary file next to `dest` (not yet synced; the
+/// caller syncs and renames it, or removes it) and records it in `temps`.
+fn write_temp(
+    dest: &Path,
+    bytes: &[u8],
+    msg: &TaskMessage,
+    temps: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<OutputFile, StepError> {
+    use std::io::Write;
+    let tmp = temp_path(dest, &msg.task_id, msg.attempt);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| StepError::io("create", &tmp, &e))?;
+    temps.push((tmp.clone(), dest.to_path_buf()));
+    f.write_all(bytes)
+        .map_err(|e| StepError::io("write", &tmp, &e))?;
+    Ok(OutputFile {
+        path: dest.to_path_buf(),
+        size: bytes.len() as u64,
+        xxh3: hex64(xxhash_rust::xxh3::xxh3_64(bytes)),
+    })
+}
+
+/// Decodes the plate once and feeds every encoder that is not done, the
+/// filmstrip and the montage frames. Temporary files (movies, montage frames)
+/// are pushed to `temps` as they are created (the caller renames or removes
+/// them). Returns the filmstrip's record when it was written, and the montage
+/// frames' records when they were.
 #[allow(clippy::too_many_arguments)]
 fn encode_all(
     msg: &TaskMessage,
@@ -472,13 +635,11 @@ fn encode_all(
     fps: FrameRate,
     tc0: Option<Timecode>,
     labels: &Labels,
-    (w, h, par): (u32, u32, f32),
-    strip_count: usize,
-    strip_w: u32,
-    strip_done: bool,
+    (w, h): (u32, u32),
+    p: &Picks,
     strip_dest: &Path,
     temps: &mut Vec<(PathBuf, PathBuf)>,
-) -> Result<Option<OutputFile>, StepError> {
+) -> Result<(Option<OutputFile>, Vec<OutputFile>), StepError> {
     let r = &ctx.settings.media.review;
     let n = plate.frames.len();
     let movie_tc = tc0.map(|t| if r.slate { t.offset(-1) } else { t });
@@ -521,13 +682,16 @@ fn encode_all(
         }
     }
 
-    // Filmstrip frames: evenly spaced indices.
-    let picks: Vec<usize> = (0..strip_count)
-        .map(|k| k * n / strip_count.max(1))
-        .collect();
-    let (tile_w, tile_h) = thumbnail::fit(w, h, par, strip_w, u32::MAX / 2);
-    let mut tiles: Vec<Option<image::RgbImage>> = vec![None; strip_count];
-    let want_strip = strip_count > 0 && !strip_done;
+    // The picked frames are rendered at the montage size when montage frames
+    // are written (the tiles are scaled down from them), else at the tile size.
+    let want_strip = p.strip;
+    let want_montage = !p.montage.is_empty();
+    let want_picks = want_strip || want_montage;
+    let (tile_w, tile_h) = p.tile;
+    let (pick_w, pick_h) = if want_montage { p.montage_size } else { p.tile };
+    let mut tiles: Vec<Option<image::RgbImage>> = vec![None; p.indices.len()];
+    let mut montage_out = Vec::new();
+    let q = ctx.settings.media.proxy.quality.clamp(1, 100);
 
     let pool = m::pool(ctx, StepKind::Review)?;
     let render = Render {
@@ -536,8 +700,8 @@ fn encode_all(
         movie_pipe,
         half: movie_pipe.half_display::<u16>(),
         strip_pipe,
-        tile: (tile_w, tile_h),
-        picks: if want_strip { &picks } else { &[] },
+        tile: (pick_w, pick_h),
+        picks: if want_picks { &p.indices } else { &[] },
     };
     // Still frames one at a time (each frame's blocks decode in parallel), a
     // movie plate in batches of `media.jobs` (it decodes in one pass per batch).
@@ -599,15 +763,15 @@ fn encode_all(
                     },
                     _ => {
                         // A gap the policy lets through.
-                        let p = match (plate.gap_policy, &last) {
+                        let pic = match (plate.gap_policy, &last) {
                             (GapPolicy::Previous, Some(l)) => l.clone(),
                             _ => Rgb16::black(w, h),
                         };
                         let t = match (plate.gap_policy, &last_tile) {
                             (GapPolicy::Previous, Some(t)) => Some(t.clone()),
-                            _ => Some(image::RgbImage::new(tile_w, tile_h)),
+                            _ => Some(image::RgbImage::new(pick_w, pick_h)),
                         };
-                        (p, t.filter(|_| want_strip && picks.contains(&i)))
+                        (pic, t.filter(|_| want_picks && p.indices.contains(&i)))
                     }
                 };
                 let tc = tc0.map(|t| t.offset(i as i64));
@@ -628,8 +792,39 @@ fn encode_all(
                     }
                 }
                 if let Some(t) = tile {
-                    if let Some(k) = picks.iter().position(|&p| p == i) {
-                        tiles[k] = Some(t.clone());
+                    if let Some(k) = p.indices.iter().position(|&x| x == i) {
+                        if want_montage {
+                            let mut frame = t.clone();
+                            if let Some(d) = &p.date {
+                                date_label(&mut frame, d);
+                            }
+                            let dest = &p.montage[k];
+                            let bytes = m::encode_jpeg(
+                                frame.as_raw(),
+                                frame.width(),
+                                frame.height(),
+                                q,
+                                "4:2:0",
+                                dest,
+                            )?;
+                            montage_out.push(write_temp(dest, &bytes, msg, temps)?);
+                        }
+                        if want_strip {
+                            let mut small = if t.dimensions() == (tile_w, tile_h) {
+                                t.clone()
+                            } else {
+                                image::imageops::resize(
+                                    &t,
+                                    tile_w,
+                                    tile_h,
+                                    image::imageops::FilterType::Triangle,
+                                )
+                            };
+                            if let Some(d) = &p.date {
+                                date_label(&mut small, d);
+                            }
+                            tiles[k] = Some(small);
+                        }
                     }
                     last_tile = Some(t);
                 }
@@ -648,9 +843,9 @@ fn encode_all(
     }
 
     if !want_strip {
-        return Ok(None);
+        return Ok((None, montage_out));
     }
-    let sw = tile_w as usize * strip_count;
+    let sw = tile_w as usize * p.indices.len();
     let mut strip = vec![0u8; sw * tile_h as usize * 3];
     for (k, t) in tiles.iter().enumerate() {
         let Some(t) = t else { continue };
@@ -662,7 +857,7 @@ fn encode_all(
                 .copy_from_slice(&src[..tw.min(tile_w as usize) * 3]);
         }
     }
-    let q = ctx.settings.media.proxy.quality.clamp(1, 100);
     let bytes = m::encode_jpeg(&strip, sw as u32, tile_h, q, "4:2:0", strip_dest)?;
-    write_output_atomic(strip_dest, &bytes, &msg.task_id, msg.attempt).map(Some)
+    let strip = write_output_atomic(strip_dest, &bytes, &msg.task_id, msg.attempt)?;
+    Ok((Some(strip), montage_out))
 }

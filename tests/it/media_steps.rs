@@ -343,9 +343,12 @@ fn corrupt_frame_mid_sequence_fails_with_nothing_written() {
         assert_permanent(e.run(StepKind::Review, 1), &["A_0010_org_v001.1004.exr"]);
         let left: Vec<String> = names_in(&o.plate_dir)
             .into_iter()
-            .filter(|n| n != "org")
+            .filter(|n| n != "org" && n != "montage")
             .collect();
         assert!(left.is_empty(), "{how}: {left:?}");
+        // Montage frames made before the bad frame are not left either.
+        let montage = names_in(&o.plate_dir.join("montage/org_v001_jpg"));
+        assert!(montage.is_empty(), "{how}: {montage:?}");
     }
 }
 
@@ -385,7 +388,20 @@ fn review_movies_carry_fps_timecode_tags_and_profile() {
     let mp4 = o.plate_dir.join("A_0010_org_v001.mp4");
     let mov = o.plate_dir.join("A_0010_org_v001.mov");
     let strip = o.plate_dir.join("A_0010_org_v001stream.jpeg");
-    assert_eq!(out.outputs.len(), 3);
+    assert_eq!(
+        out.outputs.len(),
+        3 + 12,
+        "mp4, mov, filmstrip, 12 montage frames"
+    );
+    let montage = o.plate_dir.join("montage/org_v001_jpg");
+    let want: Vec<String> = (1001..=1012)
+        .map(|n| format!("A_0010_org_v001.{n}.jpg"))
+        .collect();
+    assert_eq!(names_in(&montage), want);
+    assert_eq!(
+        jpeg(&montage.join("A_0010_org_v001.1001.jpg")).dimensions(),
+        (960, 540)
+    );
     for r in &out.outputs {
         assert_eq!(r.xxh3, xxh3_of(&r.path), "{}", r.path.display());
     }
@@ -419,6 +435,158 @@ fn review_movies_carry_fps_timecode_tags_and_profile() {
     assert_eq!(again.outputs, out.outputs);
     assert_eq!(again.summary["movies"][0]["skipped"], true);
     assert!(names_in(&o.plate_dir).iter().all(|n| !n.starts_with('.')));
+}
+
+/// Mean of each channel over a rectangle.
+fn mean(img: &image::RgbImage, x0: u32, y0: u32, w: u32, h: u32) -> [f32; 3] {
+    let mut sum = [0f64; 3];
+    for y in y0..y0 + h {
+        for x in x0..x0 + w {
+            let p = img.get_pixel(x, y);
+            for c in 0..3 {
+                sum[c] += f64::from(p[c]);
+            }
+        }
+    }
+    sum.map(|v| (v / f64::from(w * h)) as f32)
+}
+
+/// Brightest channel value in a rectangle.
+fn brightest(img: &image::RgbImage, x0: u32, y0: u32, w: u32, h: u32) -> u8 {
+    (y0..y0 + h)
+        .flat_map(|y| (x0..x0 + w).map(move |x| (x, y)))
+        .map(|(x, y)| *img.get_pixel(x, y).0.iter().max().unwrap())
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn montage_frames_and_filmstrip_carry_the_publish_date() {
+    // Two identical publishes, one with the date burned in and one without.
+    let grey = [0.18f32; 3];
+    let run = |dated: bool| {
+        let mut e = env();
+        e.settings.media.review.mp4 = false;
+        e.settings.media.review.codec = String::new();
+        e.settings.media.review.filmstrip_frames = 2;
+        e.settings.media.review.montage_width = 240;
+        e.settings.media.review.date_burn_in = dated;
+        publish_constant_exr(&e, 4, grey, 64, 36);
+        // The publish date is the manifest's (written once at submit): noon
+        // UTC on 2024-02-29, the same day in any time zone from -11 to +11.
+        let work = e.root.join(".iom/publishes/g");
+        let gid = graph_id("demo", "A_0010", "plate.", "org", 1);
+        let graph = iom::task::Graph {
+            schema: SCHEMA_VERSION,
+            id: gid.clone(),
+            info: iom::task::PublishInfo {
+                project: "demo".into(),
+                seq: "A".into(),
+                shot: "A_0010".into(),
+                seq_type: "org".into(),
+                version: 1,
+                scan_name: "plate.".into(),
+                clip_name: String::new(),
+                colorspace: "linear".into(),
+                fps: Some(24.0),
+                resolution: "64 x 36".into(),
+                timecode_in: String::new(),
+                timecode_out: String::new(),
+                just_in: 1001,
+                just_out: 1004,
+                retimes: vec![],
+            },
+            work_dir: work.clone(),
+            nodes: vec![iom::task::TaskNode {
+                id: task_id(&gid, StepKind::Review, ""),
+                label: "review".into(),
+                step: Step::Review {
+                    output: e.output(),
+                    colorspace: "linear".into(),
+                },
+                deps: vec![],
+            }],
+        };
+        iom::store::WorkDir::create(&graph).unwrap();
+        let manifest = work.join("manifest.json");
+        std::fs::File::options()
+            .write(true)
+            .open(&manifest)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_709_208_000))
+            .unwrap();
+        let out = e.run(StepKind::Review, 1).unwrap();
+        (e, out)
+    };
+    let (e, out) = run(true);
+    let (plain_env, plain) = run(false);
+    assert_eq!(out.summary["date"], "2024-02-29", "{}", out.summary);
+    assert_eq!(plain.summary["date"], serde_json::Value::Null);
+    let o = e.output();
+    let montage = o.plate_dir.join("montage/org_v001_jpg");
+    // Frames 0 and 2 of 4 picked: 1001 and 1003; filmstrip + 2 montage frames.
+    assert_eq!(
+        names_in(&montage),
+        ["A_0010_org_v001.1001.jpg", "A_0010_org_v001.1003.jpg"]
+    );
+    assert_eq!(out.outputs.len(), 3);
+    for r in &out.outputs {
+        assert_eq!(r.xxh3, xxh3_of(&r.path), "{}", r.path.display());
+    }
+
+    let dated = jpeg(&montage.join("A_0010_org_v001.1003.jpg"));
+    let undated = jpeg(
+        &plain_env
+            .output()
+            .plate_dir
+            .join("montage/org_v001_jpg/A_0010_org_v001.1003.jpg"),
+    );
+    assert_eq!(dated.dimensions(), (240, 135));
+    // 240 px wide: font scale 2, text at (6, 6), 10 characters = 118×14 px in a
+    // box 4 px larger on each side, 60 % black.
+    let (bx, by, bw, bh) = (2, 2, 126, 22);
+    let grey_code = mean(&undated, 150, 80, 60, 40);
+    let below = mean(&dated, 150, 80, 60, 40);
+    close(below, grey_code, 2.0, "outside the date box");
+    close(
+        mean(&undated, bx, by, bw, bh),
+        grey_code,
+        2.0,
+        "undated frame",
+    );
+    // Inside the box: darker on average, with near-white text.
+    let inside = mean(&dated, bx, by, bw, bh);
+    assert!(
+        inside[1] < grey_code[1] - 20.0,
+        "the date box should darken the corner: {inside:?} vs {grey_code:?}"
+    );
+    assert!(
+        brightest(&dated, bx, by, bw, bh) > 200,
+        "no date text drawn"
+    );
+    // The text's extent: a character column lies inside 6..124, nothing lit right of it.
+    assert!(brightest(&dated, 128, 2, 40, 22) < grey_code[1] as u8 + 10);
+
+    // The filmstrip's tiles (240 px wide here too) carry the same date.
+    let strip = jpeg(&o.plate_dir.join("A_0010_org_v001stream.jpeg"));
+    assert_eq!(strip.dimensions(), (480, 135));
+    for tile in [0, 240] {
+        assert!(mean(&strip, tile + bx, by, bw, bh)[1] < grey_code[1] - 20.0);
+        assert!(brightest(&strip, tile + bx, by, bw, bh) > 200);
+    }
+
+    // A re-run finds everything complete and keeps the files as they are.
+    let again = e.run(StepKind::Review, 2).unwrap();
+    assert_eq!(again.outputs, out.outputs);
+    assert_eq!(again.summary["montage"]["skipped"], true);
+    // A montage frame lost is made again, identical (same date, same pixels).
+    let lost = montage.join("A_0010_org_v001.1001.jpg");
+    let before = xxh3_of(&lost);
+    std::fs::remove_file(&lost).unwrap();
+    let third = e.run(StepKind::Review, 3).unwrap();
+    assert_eq!(third.summary["montage"]["skipped"], false);
+    assert_eq!(xxh3_of(&lost), before);
+    assert!(names_in(&montage).iter().all(|n| !n.starts_with('.')));
 }
 
 #[test]
