@@ -24,6 +24,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use serde_json::json;
@@ -388,9 +389,6 @@ pub fn run(
     };
 
     let work = targets.iter().any(|t| !t.done) || !strip_done || !montage_done;
-    if work && plate.movie.is_none() {
-        m::verify_frames(&plate, ctx)?;
-    }
     let labels = {
         let version = output
             .frames_dir
@@ -409,22 +407,44 @@ pub fn run(
     };
 
     let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
+    // Every frame's structure is checked (headers, chunk tables: cheap) while
+    // the encoding starts, not before it: a bad frame stops the encode as soon
+    // as the check finds it, and its error (naming the frame) is the task's.
+    let stop = AtomicBool::new(false);
     let result = if work {
-        encode_all(
-            msg,
-            ctx,
-            &plate,
-            &targets,
-            &movie_pipe,
-            &strip_pipe,
-            fps,
-            tc0,
-            &labels,
-            (w, h),
-            &pick_plan,
-            &strip_dest,
-            &mut temps,
-        )
+        std::thread::scope(|scope| {
+            let check = (plate.movie.is_none()).then(|| {
+                scope.spawn(|| {
+                    let r = m::verify_frames(&plate, ctx);
+                    if r.is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            });
+            let encoded = encode_all(
+                msg,
+                ctx,
+                &plate,
+                &targets,
+                &movie_pipe,
+                &strip_pipe,
+                fps,
+                tc0,
+                &labels,
+                (w, h),
+                &pick_plan,
+                &strip_dest,
+                &stop,
+                &mut temps,
+            );
+            let checked = match check.map(|c| c.join()) {
+                None | Some(Ok(Ok(()))) => Ok(()),
+                Some(Ok(Err(e))) => Err(e),
+                Some(Err(_)) => Err(StepError::permanent("the frame check stopped unexpectedly")),
+            };
+            checked.and(encoded)
+        })
     } else {
         Ok((None, Vec::new()))
     };
@@ -638,6 +658,7 @@ fn encode_all(
     (w, h): (u32, u32),
     p: &Picks,
     strip_dest: &Path,
+    stop: &AtomicBool,
     temps: &mut Vec<(PathBuf, PathBuf)>,
 ) -> Result<(Option<OutputFile>, Vec<OutputFile>), StepError> {
     let r = &ctx.settings.media.review;
@@ -734,7 +755,7 @@ fn encode_all(
                     .collect();
                 // Keep one spare picture; drop any extra.
                 let spare = spare_rx.try_iter().last();
-                let result = if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                let result = if cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                     Err(StepError::Cancelled)
                 } else {
                     pool.install(|| render.batch(&present, spare))
@@ -750,6 +771,9 @@ fn encode_all(
         let mut last_tile: Option<image::RgbImage> = None;
         for batch in idx.chunks(batch_len) {
             ctx.check_cancel()?;
+            if stop.load(Ordering::Relaxed) {
+                return Err(StepError::Cancelled);
+            }
             let rendered = rx
                 .recv()
                 .map_err(|_| StepError::permanent("the frame decoder stopped unexpectedly"))??;

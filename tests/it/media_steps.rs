@@ -481,20 +481,8 @@ fn montage_frames_and_filmstrip_carry_the_publish_date() {
             id: gid.clone(),
             info: iom::task::PublishInfo {
                 project: "demo".into(),
-                seq: "A".into(),
-                shot: "A_0010".into(),
-                seq_type: "org".into(),
-                version: 1,
-                scan_name: "plate.".into(),
-                clip_name: String::new(),
-                colorspace: "linear".into(),
-                fps: Some(24.0),
                 resolution: "64 x 36".into(),
-                timecode_in: String::new(),
-                timecode_out: String::new(),
-                just_in: 1001,
-                just_out: 1004,
-                retimes: vec![],
+                ..super::support::publish_info()
             },
             work_dir: work.clone(),
             nodes: vec![iom::task::TaskNode {

@@ -4,36 +4,15 @@
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
-use super::support::output;
+use super::support::{output, publish_info};
 use iom::error::{Classify, ErrorClass};
 use iom::store::{
     Begin, Claim, Completed, CompletionRecord, FailureRecord, GraphState, OutputFile, StoreError,
     TaskState, WorkDir,
 };
 use iom::task::{
-    graph_id, task_id, Graph, GraphId, PublishInfo, Step, StepKind, TaskId, TaskNode,
-    SCHEMA_VERSION,
+    graph_id, task_id, Graph, GraphId, Step, StepKind, TaskId, TaskNode, SCHEMA_VERSION,
 };
-
-fn info() -> PublishInfo {
-    PublishInfo {
-        project: "p".into(),
-        seq: "A".into(),
-        shot: "A_0010".into(),
-        seq_type: "org".into(),
-        version: 1,
-        scan_name: "plate.".into(),
-        clip_name: String::new(),
-        colorspace: "linear".into(),
-        fps: Some(24.0),
-        resolution: "8 x 8".into(),
-        timecode_in: String::new(),
-        timecode_out: String::new(),
-        just_in: 1,
-        just_out: 2,
-        retimes: vec![],
-    }
-}
 
 /// `kinds` with their dependencies (by kind), as a graph in `work`.
 fn graph_of(work: &Path, edges: &[(StepKind, &[StepKind])]) -> Graph {
@@ -42,7 +21,7 @@ fn graph_of(work: &Path, edges: &[(StepKind, &[StepKind])]) -> Graph {
     Graph {
         schema: SCHEMA_VERSION,
         id: id.clone(),
-        info: info(),
+        info: publish_info(),
         work_dir: work.to_path_buf(),
         nodes: edges
             .iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use iom::config::Secret;
 use iom::queue::BrokerConfig;
-use iom::task::PlateOutput;
+use iom::task::{PlateOutput, PublishInfo};
 
 pub fn rabbitmqctl(args: &[&str]) -> String {
     let out = Command::new("rabbitmqctl")
@@ -114,6 +114,27 @@ pub fn output() -> PlateOutput {
         plate_dir: "/show/p/seq/A/A_0010/plate".into(),
         jpg_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg".into(),
         jpg_2k_dir: "/show/p/seq/A/A_0010/plate/org/v001_jpg_2k".into(),
+    }
+}
+
+/// What a test graph publishes: shot `A_0010` of project `p`, `org` v001, 8×8.
+pub fn publish_info() -> PublishInfo {
+    PublishInfo {
+        project: "p".into(),
+        seq: "A".into(),
+        shot: "A_0010".into(),
+        seq_type: "org".into(),
+        version: 1,
+        scan_name: "plate.".into(),
+        clip_name: String::new(),
+        colorspace: "linear".into(),
+        fps: Some(24.0),
+        resolution: "8 x 8".into(),
+        timecode_in: String::new(),
+        timecode_out: String::new(),
+        just_in: 1,
+        just_out: 2,
+        retimes: vec![],
     }
 }
 
