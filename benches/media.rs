@@ -70,6 +70,12 @@ fn main() {
     settings.media.proxy.small_width = 0;
     settings.media.review.filmstrip = false;
     settings.media.review.montage = false;
+    if let Some(j) = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+    {
+        settings.media.jobs = j;
+    }
     let kind = match args[0].as_str() {
         "proxy" => {
             let _ = std::fs::remove_dir_all(&o.jpg_dir);
@@ -112,6 +118,9 @@ fn main() {
         work_dir: root.join(".iom/publishes/none"),
         step,
     };
+    let t0 = std::time::Instant::now();
     let out = steps::run(&msg, &ctx).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    // What a resident worker spends on the task (no process start-up).
+    eprintln!("step seconds: {:.3}", t0.elapsed().as_secs_f64());
     eprintln!("{kind}: {} outputs", out.outputs.len());
 }

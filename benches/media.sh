@@ -14,9 +14,13 @@
 # linear -> sRGB). Each command runs RUNS times (default 3) as a whole process under
 # /usr/bin/time -v; the script prints the median wall time, the ratio iom/reference,
 # the median peak RSS and the median CPU time (user + system, seconds; steadier than
-# wall time on a loaded machine), and the load average at the end.
+# wall time on a loaded machine), and the load average at the end. "iom step" is the
+# median time iom's step took inside its process (what a resident worker spends on the
+# task, without the process start-up the whole-process figure includes), and
+# "step/ref" that time over the reference's whole-process time.
 #
-# Usage: benches/media.sh [RUNS]     env: BENCH_DIR (default /var/tmp/iom-media-bench)
+# Usage: benches/media.sh [RUNS]     env: BENCH_DIR (default /var/tmp/iom-media-bench),
+#   BENCH_JOBS (iom's media.jobs, frames decoded at once; default: one per core)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}
@@ -61,7 +65,8 @@ for r in $(seq 1 "$runs"); do
     rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
     usr=$(sed -n 's/.*User time (seconds): //p' "$log")
     sys=$(sed -n 's/.*System time (seconds): //p' "$log")
-    printf '%s\t%s\t%s\t%s\n' "$name" "$wall" "$rss" "$(python3 -c "print($usr + $sys)")" >> "$results"
+    step=$(sed -n 's/^step seconds: //p' "$log")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$wall" "$rss" "$(python3 -c "print($usr + $sys)")" "${step:--}" >> "$results"
   done
 done
 
@@ -75,21 +80,26 @@ def secs(t):
         s = s * 60 + p
     return s
 data = {}
-for name, wall, rss, cpu in rows:
-    data.setdefault(name, []).append((secs(wall), int(rss), float(cpu)))
+for name, wall, rss, cpu, step in rows:
+    data.setdefault(name, []).append((secs(wall), int(rss), float(cpu),
+                                      None if step == "-" else float(step)))
 def med(name):
     v = data[name]
     return (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v) / 1024,
             statistics.median(x[2] for x in v))
+def med_step(name):
+    v = [x[3] for x in data[name] if x[3] is not None]
+    return statistics.median(v) if v else float("nan")
 with open("/proc/loadavg") as f:
     load = f.read().split()[0]
 print(f"media benchmark: 48 frames 2048x1152 half EXR, median of {sys.argv[2]} runs, load average {load} at the end")
-print(f"{'work':<12} {'iom s':>8} {'ref s':>8} {'iom/ref':>8} {'iom MB':>8} {'ref MB':>8} {'iom cpu':>8} {'ref cpu':>8}  reference")
+print(f"{'work':<12} {'iom s':>8} {'ref s':>8} {'iom/ref':>8} {'iom MB':>8} {'ref MB':>8} {'iom cpu':>8} {'ref cpu':>8} {'iom step':>8} {'step/ref':>8}  reference")
 for work, iom, ref, label in [
     ("H.264", "iom_h264", "ffmpeg_h264", "ffmpeg CLI libx264"),
     ("ProRes HQ", "iom_prores", "ffmpeg_prores", "ffmpeg CLI prores_ks"),
     ("JPEG proxy", "iom_jpeg", "oiiotool_jpeg", "oiiotool"),
 ]:
     (it, im, ic), (rt, rm, rc) = med(iom), med(ref)
-    print(f"{work:<12} {it:8.2f} {rt:8.2f} {it / rt:8.2f} {im:8.0f} {rm:8.0f} {ic:8.2f} {rc:8.2f}  {label}")
+    st = med_step(iom)
+    print(f"{work:<12} {it:8.2f} {rt:8.2f} {it / rt:8.2f} {im:8.0f} {rm:8.0f} {ic:8.2f} {rc:8.2f} {st:8.2f} {st / rt:8.2f}  {label}")
 EOF
