@@ -658,6 +658,40 @@ fn unknown_codec_name_fails_that_task_with_nothing_written() {
     assert_eq!(i.profile.as_deref(), Some("LT"));
 }
 
+/// Every frame of the movies is its own source frame, in order: the encoders
+/// reuse their input pictures (a pool: prores_ks holds each until a thread has
+/// encoded it), and a picture filled again too early would show its neighbour.
+#[test]
+fn every_movie_frame_is_its_own_source_frame() {
+    let e = env();
+    let o = e.output();
+    std::fs::create_dir_all(&o.frames_dir).unwrap();
+    let colour = |k: i64| [0.02 + 0.09 * k as f32, 0.30, 0.70 - 0.06 * k as f32];
+    let n = 10;
+    for k in 0..n {
+        let spec = ExrSpec {
+            fill: Fill::Constant(colour(k)),
+            fps: Some(FrameRate::FPS_24),
+            // Large enough that a frame thread is still encoding one picture
+            // when the next is converted.
+            ..ExrSpec::new(1920, 1080)
+        };
+        exr::write_frame(&o.frame_path(1001 + k), &spec).unwrap();
+    }
+    e.run(StepKind::Review, 1).unwrap();
+    for (ext, tol) in [("mov", 1.5), ("mp4", 3.0)] {
+        let path = o.plate_dir.join(format!("A_0010_org_v001.{ext}"));
+        let idx: Vec<u64> = (0..n as u64).collect();
+        let frames = movie::decode_frames(&path, &idx).unwrap();
+        assert_eq!(frames.len(), n as usize);
+        for (k, f) in frames.iter().enumerate() {
+            let px = f.pixel(f.width / 2, f.height / 2).map(|v| v * 255.0);
+            let want = expected_code(&e, "linear", "rec709", colour(k as i64));
+            close(px, want, tol, &format!("{ext} frame {k}"));
+        }
+    }
+}
+
 #[test]
 fn slate_and_burn_in() {
     let mut e = env();
