@@ -76,6 +76,12 @@ fn main() {
     {
         settings.media.jobs = j;
     }
+    if let Some(t) = std::env::var("BENCH_ENCODER_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        settings.media.review.encoder_threads = t;
+    }
     let kind = match args[0].as_str() {
         "proxy" => {
             let _ = std::fs::remove_dir_all(&o.jpg_dir);

@@ -21,6 +21,7 @@
 #
 # Usage: benches/media.sh [RUNS]     env: BENCH_DIR (default /var/tmp/iom-media-bench),
 #   BENCH_JOBS (iom's media.jobs, frames decoded at once; default: one per core)
+#   BENCH_ENCODER_THREADS (iom's media.review.encoder_threads; default 0 = the encoder's)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}

@@ -1036,6 +1036,8 @@ pub struct ReviewSettings {
     /// Burn the publish date (`YYYY-MM-DD`, the day the publish was submitted)
     /// into the montage frames and the filmstrip, as the original did.
     pub date_burn_in: bool,
+    /// Threads per movie encoder; 0 = the encoder's own choice.
+    pub encoder_threads: u32,
 }
 
 impl Default for ReviewSettings {
@@ -1056,6 +1058,7 @@ impl Default for ReviewSettings {
             montage: true,
             montage_width: 960,
             date_burn_in: true,
+            encoder_threads: 0,
         }
     }
 }

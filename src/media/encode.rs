@@ -133,6 +133,8 @@ pub struct EncodeSpec {
     pub fps: FrameRate,
     /// Start timecode label, written as a `tmcd` track.
     pub timecode: Option<String>,
+    /// Encoder threads; 0 = the encoder's own choice (libx264: 1.5 × cores).
+    pub threads: u32,
 }
 
 impl EncodeSpec {
@@ -302,7 +304,10 @@ impl MovieEncoder {
         enc.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
         enc.set_colorspace(color::Space::BT709);
         let mut opts = ff::Dictionary::new();
-        opts.set("threads", "auto");
+        match spec.threads {
+            0 => opts.set("threads", "auto"),
+            n => opts.set("threads", &n.to_string()),
+        }
         match &spec.kind {
             EncodeKind::H264 { crf, preset } => {
                 opts.set("crf", &crf.min(&51).to_string());

@@ -674,6 +674,7 @@ fn encode_all(
             height: t.size.1,
             fps,
             timecode: movie_tc.map(|t| t.to_string()),
+            threads: r.encoder_threads,
         };
         encoders.push(
             MovieEncoder::create(&tmp, &spec)

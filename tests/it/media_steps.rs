@@ -658,6 +658,33 @@ fn unknown_codec_name_fails_that_task_with_nothing_written() {
     assert_eq!(i.profile.as_deref(), Some("LT"));
 }
 
+/// `media.review.encoder_threads` reaches the encoder: libx264 writes the
+/// settings it ran with into the stream (an SEI message).
+#[test]
+fn encoder_threads_reach_x264() {
+    let x264_threads = |threads: u32| {
+        let mut e = env();
+        e.settings.media.review.codec = String::new();
+        e.settings.media.review.filmstrip = false;
+        e.settings.media.review.montage = false;
+        e.settings.media.review.encoder_threads = threads;
+        publish_constant_exr(&e, 3, [0.2; 3], 64, 36);
+        e.run(StepKind::Review, 1).unwrap();
+        let bytes = std::fs::read(e.output().plate_dir.join("A_0010_org_v001.mp4")).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let sei = text
+            .find("x264 - core")
+            .map(|i| text[i..].split('\0').next().unwrap().to_string())
+            .expect("x264's settings message");
+        sei.split(' ')
+            .find_map(|o| o.strip_prefix("threads="))
+            .and_then(|n| n.parse::<u32>().ok())
+            .expect("threads= in x264's settings")
+    };
+    assert_eq!(x264_threads(1), 1);
+    assert_eq!(x264_threads(2), 2);
+}
+
 /// Every frame of the movies is its own source frame, in order: the encoders
 /// reuse their input pictures (a pool: prores_ks holds each until a thread has
 /// encoded it), and a picture filled again too early would show its neighbour.
