@@ -293,9 +293,8 @@ pub fn limit_heap_retention() {
             // `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD` in glibc's `malloc.h`.
             const M_TRIM_THRESHOLD: std::os::raw::c_int = -1;
             const M_MMAP_THRESHOLD: std::os::raw::c_int = -3;
-            // SAFETY: mallopt only sets an allocator parameter; glibc takes it at
-            // any time, from any thread.
-            // SAFETY: as above.
+            // SAFETY (both calls): mallopt only sets an allocator parameter;
+            // glibc takes it at any time, from any thread.
             let ok = unsafe { mallopt(M_MMAP_THRESHOLD, 1 << 20) }
                 + unsafe { mallopt(M_TRIM_THRESHOLD, 8 << 20) };
             if ok != 2 {
