@@ -745,16 +745,38 @@ struct Placement {
     disp_h: i64,
 }
 
-/// The part of a decompressed block inside the display window: columns
-/// `[c0, c1)` and rows `[r0, r1)` of the block, landing at display (`x`, `y`).
+/// The part of a decompressed block inside the display window: `cols` columns
+/// from column `c0` and `rows` rows from row `r0` of the block, landing at
+/// display (`x`, `y`).
 struct Cut {
+    /// The block's width in pixels.
+    width: usize,
     line_bytes: usize,
     c0: usize,
-    c1: usize,
     r0: usize,
-    r1: usize,
+    cols: usize,
+    rows: usize,
     x: usize,
     y: usize,
+}
+
+impl Cut {
+    /// The whole lines of the block (all channels) that fall inside the cut,
+    /// top to bottom.
+    fn lines<'a>(&self, data: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        // (A block without channel data has no lines to give.)
+        data.chunks_exact(self.line_bytes.max(1))
+            .skip(self.r0)
+            .take(self.rows)
+    }
+
+    /// Byte range, inside a line, of the cut's columns of one channel: a line
+    /// holds one run of `width` samples per channel, and `offset` is the
+    /// channel's byte offset within a pixel; `size` bytes a sample.
+    fn run(&self, offset: usize, size: usize) -> std::ops::Range<usize> {
+        let start = offset * self.width + self.c0 * size;
+        start..start + self.cols * size
+    }
 }
 
 /// Checks a block's size against its channels and cuts it to the display window
@@ -784,11 +806,12 @@ fn cut_block(
         return Ok(None);
     }
     Ok(Some(Cut {
+        width: w,
         line_bytes,
         c0,
-        c1,
         r0,
-        r1,
+        cols: c1 - c0,
+        rows: r1 - r0,
         x: (abs_x + c0 as i64 - at.disp_x) as usize,
         y: (abs_y + r0 as i64 - at.disp_y) as usize,
     }))
@@ -802,42 +825,29 @@ fn convert_block(
     sources: Sources,
     at: Placement,
 ) -> Result<Option<Piece>, String> {
-    let Some(Cut {
-        line_bytes,
-        c0,
-        c1,
-        r0,
-        r1,
-        x,
-        y,
-    }) = cut_block(block, channels, at)?
-    else {
+    let Some(cut) = cut_block(block, channels, at)? else {
         return Ok(None);
     };
-    let w = block.index.pixel_size.0;
-    let cols = c1 - c0;
-    let rows = r1 - r0;
+    let (cols, rows) = (cut.cols, cut.rows);
 
-    // Byte offset of each channel's run inside a line, and its sample type.
+    // Byte offset (per pixel) of each channel inside a line, and its sample type.
     let layout: Vec<(usize, SampleType)> = channels
         .channels_with_byte_offset()
-        .map(|(o, c)| (o * w, c.sample_type))
+        .map(|(o, c)| (o, c.sample_type))
         .collect();
 
     let mut data = vec![0f32; rows * cols * 3];
     let mut line = vec![0f32; cols];
     let mut bits16 = vec![0u16; cols];
-    for r in r0..r1 {
-        let line_data = &block.data[r * line_bytes..(r + 1) * line_bytes];
-        let out_row = &mut data[(r - r0) * cols * 3..(r - r0 + 1) * cols * 3];
+    for (line_data, out_row) in cut.lines(&block.data).zip(data.chunks_exact_mut(cols * 3)) {
         for (comp, source) in sources.rgb.iter().enumerate() {
             let Some(ch) = *source else { continue };
-            let (start, ty) = layout[ch];
+            let (offset, ty) = layout[ch];
             let size = match ty {
                 SampleType::F16 => 2,
                 _ => 4,
             };
-            let run = &line_data[start + c0 * size..start + c1 * size];
+            let run = &line_data[cut.run(offset, size)];
             match ty {
                 SampleType::F16 => {
                     for (dst, b) in bits16.iter_mut().zip(run.chunks_exact(2)) {
@@ -863,8 +873,8 @@ fn convert_block(
         }
     }
     Ok(Some(Piece {
-        x,
-        y,
+        x: cut.x,
+        y: cut.y,
         cols,
         rows,
         data,
@@ -1042,24 +1052,13 @@ fn half_block(
     sources: Sources,
     at: Placement,
 ) -> Result<Option<HalfPiece>, String> {
-    let Some(Cut {
-        line_bytes,
-        c0,
-        c1,
-        r0,
-        r1,
-        x,
-        y,
-    }) = cut_block(block, channels, at)?
-    else {
+    let Some(cut) = cut_block(block, channels, at)? else {
         return Ok(None);
     };
-    let w = block.index.pixel_size.0;
-    let cols = c1 - c0;
-    let rows = r1 - r0;
-    let starts: Vec<usize> = channels
+    let (cols, rows) = (cut.cols, cut.rows);
+    let offsets: Vec<usize> = channels
         .channels_with_byte_offset()
-        .map(|(o, _)| o * w)
+        .map(|(o, _)| o)
         .collect();
     let mut planes = [
         vec![0u16; rows * cols],
@@ -1068,19 +1067,16 @@ fn half_block(
     ];
     for (plane, source) in planes.iter_mut().zip(sources.rgb) {
         let Some(ch) = source else { continue };
-        let start = starts[ch];
-        for r in r0..r1 {
-            let line = &block.data[r * line_bytes..(r + 1) * line_bytes];
-            let run = &line[start + c0 * 2..start + c1 * 2];
-            let out = &mut plane[(r - r0) * cols..(r - r0 + 1) * cols];
-            for (d, b) in out.iter_mut().zip(run.chunks_exact(2)) {
+        let run = cut.run(offsets[ch], 2);
+        for (line, out) in cut.lines(&block.data).zip(plane.chunks_exact_mut(cols)) {
+            for (d, b) in out.iter_mut().zip(line[run.clone()].chunks_exact(2)) {
                 *d = u16::from_ne_bytes([b[0], b[1]]);
             }
         }
     }
     Ok(Some(HalfPiece {
-        x,
-        y,
+        x: cut.x,
+        y: cut.y,
         cols,
         rows,
         planes,
