@@ -217,6 +217,24 @@ fn is_exr(path: &Path) -> bool {
         == Some(crate::media::MediaFormat::Exr)
 }
 
+/// A frame must have the size of the full-size set (the plate's first frame).
+fn check_size(
+    output: &PlateOutput,
+    full: &Set,
+    number: i64,
+    (width, height): (u32, u32),
+) -> Result<(), StepError> {
+    if (width, height) == (full.width, full.height) {
+        return Ok(());
+    }
+    Err(StepError::permanent(format!(
+        "{}: frame {number} is {width}×{height} but the plate is {}×{}; the frames of one plate must share a size",
+        output.frames_dir.display(),
+        full.width,
+        full.height
+    )))
+}
+
 /// Renders one decoded frame into every set: (temporary file, destination, record).
 fn render_frame(
     msg: &TaskMessage,
@@ -228,17 +246,7 @@ fn render_frame(
     cfg: &crate::config::ProxySettings,
 ) -> Result<Rendered, StepError> {
     let mut out = Vec::with_capacity(sets.len());
-    let full = &sets[0];
-    if img.width != full.width || img.height != full.height {
-        return Err(StepError::permanent(format!(
-            "{}: frame {number} is {}×{} but the plate is {}×{}; the frames of one plate must share a size",
-            output.frames_dir.display(),
-            img.width,
-            img.height,
-            full.width,
-            full.height
-        )));
-    }
+    check_size(output, &sets[0], number, (img.width, img.height))?;
     // Proxies keep the stored pixels (no anamorphic unsqueeze), like the original.
     img.pixel_aspect = 1.0;
     for s in sets {
@@ -281,16 +289,7 @@ fn render_half(
     else {
         return Ok(None);
     };
-    if pic.width != set.width || pic.height != set.height {
-        return Err(StepError::permanent(format!(
-            "{}: frame {number} is {}×{} but the plate is {}×{}; the frames of one plate must share a size",
-            output.frames_dir.display(),
-            pic.width,
-            pic.height,
-            set.width,
-            set.height
-        )));
-    }
+    check_size(output, set, number, (pic.width, pic.height))?;
     let w = pic.width as usize;
     let mut rgb = vec![0u8; pic.planes[0].len() * 3];
     let [pr, pg, pb] = &pic.planes;
