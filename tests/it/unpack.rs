@@ -377,16 +377,18 @@ fn a_truncated_movie_fails_the_copy_and_leaves_no_frames() {
     let g = plan_with(&p, &[movie_row(&p, "mov", "D004.mov", 24, 1, 24)], None).remove(0);
     // Cut the movie after planning (the delivery was still being written).
     cut_in_half(&mov);
-    WorkDir::create(&g).unwrap();
-    let e = run_copy(&p, &g, 1).unwrap_err();
+    copy_fails_leaving_no_frame(&p, &g, "D004.mov", "nothing under the publish root");
+}
+
+/// Runs the graph's copy (the unpack), which must fail permanently naming
+/// `movie`, with no frame (or temporary) left in the frames folder.
+fn copy_fails_leaving_no_frame(p: &Project, g: &Graph, movie: &str, why: &str) {
+    WorkDir::create(g).unwrap();
+    let e = run_copy(p, g, 1).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
-    assert!(e.to_string().contains("D004.mov"), "{e}");
-    let (_, out, _) = copy_step(&g);
-    assert_eq!(
-        files_in(&out.frames_dir),
-        Vec::<String>::new(),
-        "nothing under the publish root"
-    );
+    assert!(e.to_string().contains(movie), "{e}");
+    let (_, out, _) = copy_step(g);
+    assert_eq!(files_in(&out.frames_dir), Vec::<String>::new(), "{why}");
 }
 
 #[test]
@@ -410,14 +412,10 @@ fn a_movie_that_breaks_mid_range_removes_the_frames_already_written() {
         2,
         "precondition"
     );
-    WorkDir::create(&g).unwrap();
-    let e = run_copy(&p, &g, 1).unwrap_err();
-    assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
-    assert!(e.to_string().contains("E005.mxf"), "{e}");
-    let (_, out, _) = copy_step(&g);
-    assert_eq!(
-        files_in(&out.frames_dir),
-        Vec::<String>::new(),
-        "the frames written before the cut are gone, and no temporary is left"
+    copy_fails_leaving_no_frame(
+        &p,
+        &g,
+        "E005.mxf",
+        "the frames written before the cut are gone, and no temporary is left",
     );
 }
