@@ -164,8 +164,10 @@ struct Render<'a> {
     /// The movie pipeline as half-float tables, when it has no `.cube` LUT.
     half: Option<HalfDisplay<u16>>,
     strip_pipe: &'a Pipeline,
-    tile: (u32, u32),
-    /// Frame indices that make the filmstrip (empty when it is not written).
+    /// Size the picked frames are rendered at (montage frame, else filmstrip tile).
+    pick_size: (u32, u32),
+    /// Frame indices picked for the filmstrip and the montage (empty when
+    /// neither is written).
     picks: &'a [usize],
 }
 
@@ -187,7 +189,7 @@ impl Render<'_> {
         let tile = self
             .picks
             .contains(&i)
-            .then(|| thumbnail::render(&img, self.strip_pipe, self.tile.0, self.tile.1));
+            .then(|| thumbnail::render(&img, self.strip_pipe, self.pick_size.0, self.pick_size.1));
         Ok((i, to_rgb16(&img, self.movie_pipe), tile))
     }
 
@@ -722,7 +724,7 @@ fn encode_all(
         movie_pipe,
         half: movie_pipe.half_display::<u16>(),
         strip_pipe,
-        tile: (pick_w, pick_h),
+        pick_size: (pick_w, pick_h),
         picks: if want_picks { &p.indices } else { &[] },
     };
     // Still frames one at a time (each frame's blocks decode in parallel), a
