@@ -17,7 +17,7 @@
 //! | `iom_tasks_in_progress` | gauge | `kind` |
 //! | `iom_last_success_timestamp_seconds` | gauge | `kind` |
 //! | `iom_task_retries_total`, `iom_task_redeliveries_total` | counter | `kind` |
-//! | `iom_tasks_dead_lettered_total` | counter | `kind`, `class` (`transient`/`permanent`/`poison`) |
+//! | `iom_tasks_dead_lettered_total` | counter | `kind`, `class` (`transient`/`permanent`/`poison`/`broker`) |
 //! | `iom_bytes_read_total`, `iom_bytes_written_total`, `iom_frames_processed_total` | counter | `kind` |
 //! | `iom_amqp_publish_failures_total` | counter | `reason` (`nack`/`returned`/`timeout`/`error`) |
 //! | `iom_amqp_reconnects_total` | counter | — |
@@ -176,7 +176,7 @@ impl Metrics {
             },
             retries: counter(&reg, "iom_task_retries_total", "Retries scheduled after a transient failure", &["kind"]),
             redeliveries: counter(&reg, "iom_task_redeliveries_total", "Deliveries the broker marked as redelivered", &["kind"]),
-            dead_lettered: counter(&reg, "iom_tasks_dead_lettered_total", "Tasks sent to the dead-letter queue, by error class (transient = attempts exhausted, permanent, poison)", &["kind", "class"]),
+            dead_lettered: counter(&reg, "iom_tasks_dead_lettered_total", "Tasks sent to the dead-letter queue, by error class (transient = attempts exhausted, permanent, poison, broker = dead-lettered by RabbitMQ at its delivery limit)", &["kind", "class"]),
             bytes_read: counter(&reg, "iom_bytes_read_total", "Bytes read by steps", &["kind"]),
             bytes_written: counter(&reg, "iom_bytes_written_total", "Bytes written by steps", &["kind"]),
             frames: counter(&reg, "iom_frames_processed_total", "Frames processed by steps", &["kind"]),
@@ -208,7 +208,7 @@ impl Metrics {
             m.last_success.with_label_values(&[kind]);
             m.retries.with_label_values(&[kind]);
             m.redeliveries.with_label_values(&[kind]);
-            for c in ["transient", "permanent", "poison"] {
+            for c in ["transient", "permanent", "poison", "broker"] {
                 m.dead_lettered.with_label_values(&[kind, c]);
             }
             m.bytes_read.with_label_values(&[kind]);
@@ -318,6 +318,15 @@ pub fn dead_lettered(kind: StepKind, class: ErrorClass) {
     metrics()
         .dead_lettered
         .with_label_values(&[kind.as_str(), class_label(class)])
+        .inc();
+}
+
+/// RabbitMQ dead-lettered a `kind` task itself (its delivery limit: a crash loop);
+/// counted by the worker that recorded the failure.
+pub fn broker_dead_lettered(kind: StepKind) {
+    metrics()
+        .dead_lettered
+        .with_label_values(&[kind.as_str(), "broker"])
         .inc();
 }
 

@@ -10,6 +10,7 @@
 //! | `<p>.retry.<secs>s` | quorum queue, no consumers | `x-message-ttl`, `x-dead-letter-exchange=<p>.tasks`, at-least-once, reject-publish; bound with `x-match=all, iom-retry-tier=<secs>s` |
 //! | `<p>.dead` | fanout exchange, durable | every dead letter, whatever its routing key |
 //! | `<p>.dead` | quorum queue | no TTL; `x-delivery-limit` set very high so browsing never drops a dead letter on 4.x |
+//! | `<p>.dead.notices` | quorum queue | a copy of every dead letter for the workers, who record a failure for the ones the *broker* dead-lettered (delivery limit); `x-max-length` (drop-head), modest `x-delivery-limit` |
 //! | `<p>.events` | topic exchange, durable | task state changes |
 //!
 //! Why the retry exchange is a headers exchange: dead-lettering keeps the
@@ -81,6 +82,16 @@ pub const REQUEUED_HEADER: &str = "x-iom-requeued";
 /// of 20 and the DLQ has no dead-letter target, so the limit is set explicitly and
 /// high enough that browsing never drops a dead letter.
 const DLQ_DELIVERY_LIMIT: i32 = 1_000_000;
+
+/// `x-delivery-limit` of `<p>.dead.notices`. A notice is returned only when the
+/// work folder was unreachable (a worker waits a few seconds before returning
+/// it) or its worker died; past the limit the broker drops it (the dead letter
+/// itself stays in `<p>.dead`).
+const NOTICE_DELIVERY_LIMIT: i32 = 100;
+
+/// `x-max-length` of `<p>.dead.notices` (oldest dropped first), so a farm that
+/// runs no worker for a long time does not grow it without bound.
+const NOTICE_MAX_LENGTH: i32 = 100_000;
 
 /// Heartbeat asked for when the URL does not set one: a silently dead TCP
 /// connection is noticed within about two intervals.
@@ -355,6 +366,12 @@ impl Names {
     /// `<p>.dead`: the one dead-letter queue (the routing key keeps the kind).
     pub fn dead_queue(&self) -> String {
         format!("{}.dead", self.prefix)
+    }
+
+    /// `<p>.dead.notices`: a second queue on the dead-letter exchange, consumed by
+    /// the workers (see [`Broker::notice_consumer`]).
+    pub fn notice_queue(&self) -> String {
+        format!("{}.dead.notices", self.prefix)
     }
 
     /// `<p>.events`: the events exchange (topic).
@@ -848,6 +865,21 @@ impl Broker {
             FieldTable::default(),
         )
         .await?;
+        let mut args = quorum_args();
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(NOTICE_DELIVERY_LIMIT),
+        );
+        args.insert("x-max-length".into(), AMQPValue::LongInt(NOTICE_MAX_LENGTH));
+        self.declare_queue(ch, &n.notice_queue(), args).await?;
+        self.bind(
+            ch,
+            &n.notice_queue(),
+            &n.dead_exchange(),
+            "",
+            FieldTable::default(),
+        )
+        .await?;
         tracing::debug!(prefix = %n.prefix, "broker topology declared");
         Ok(())
     }
@@ -946,8 +978,33 @@ impl Broker {
                         .into(),
             });
         }
+        let queues: Vec<(String, String)> = kinds
+            .iter()
+            .map(|k| (self.names.work_queue(*k), k.to_string()))
+            .collect();
+        self.consume(&queues, prefetch, tag).await
+    }
+
+    /// Consumes `<p>.dead.notices` (a copy of every dead letter) on a channel of
+    /// its own, with manual acks and a prefetch of `prefetch`; consumer tag
+    /// `<tag>.notices`. See [`Incoming::broker_death`].
+    pub async fn notice_consumer(
+        &self,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<TaskConsumer, QueueError> {
+        let queues = [(self.names.notice_queue(), "notices".to_string())];
+        self.consume(&queues, prefetch.max(1), tag).await
+    }
+
+    /// Consumes each `(queue, tag suffix)` on one new channel.
+    async fn consume(
+        &self,
+        queues: &[(String, String)],
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<TaskConsumer, QueueError> {
         let tag = if tag.is_empty() { "iom-worker" } else { tag };
-        let queues: Vec<String> = kinds.iter().map(|k| self.names.work_queue(*k)).collect();
         let ch = self.channel("consume").await?;
         let after = self.cfg.confirm_timeout;
         timed("basic.qos", after, async {
@@ -959,10 +1016,10 @@ impl Broker {
                 })
         })
         .await?;
-        let mut streams = Vec::with_capacity(kinds.len());
-        let mut tags = Vec::with_capacity(kinds.len());
-        for (kind, queue) in kinds.iter().zip(&queues) {
-            let ctag = short(&format!("{tag}.{kind}"), "consumer tag")?;
+        let mut streams = Vec::with_capacity(queues.len());
+        let mut tags = Vec::with_capacity(queues.len());
+        for (queue, suffix) in queues {
+            let ctag = short(&format!("{tag}.{suffix}"), "consumer tag")?;
             let consumer = timed(format!("basic.consume on {queue}"), after, async {
                 ch.basic_consume(
                     short(queue, "queue name")?,
@@ -993,7 +1050,11 @@ impl Broker {
         Ok(TaskConsumer {
             channel: ch,
             tags,
-            queues: queues.join(", "),
+            queues: queues
+                .iter()
+                .map(|(q, _)| q.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             stream: Box::pin(stream::select_all(streams)),
             ended: false,
             op_timeout: after,
@@ -1097,6 +1158,7 @@ impl Broker {
                 .map(|s| self.names.retry_queue(s)),
         );
         names.push(self.names.dead_queue());
+        names.push(self.names.notice_queue());
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let q = timed(
@@ -1904,6 +1966,14 @@ impl Incoming {
         header_text(self.headers.as_ref()?, name)
     }
 
+    /// How the broker dead-lettered this message, when it did: the newest
+    /// `x-death` entry, for a message without `x-iom-worker` (iom's own dead
+    /// letters carry it: the worker that sent one has already recorded the
+    /// failure). `None` for iom's dead letters and for anything else.
+    pub fn broker_death(&self) -> Option<BrokerDeath> {
+        broker_death(self.headers.as_ref()?)
+    }
+
     /// The `enqueued_at` header (Unix ms), for queue-wait metrics.
     pub fn enqueued_at_ms(&self) -> Option<i64> {
         self.headers
@@ -1954,6 +2024,27 @@ fn first_x_death(h: &FieldTable) -> Option<&FieldTable> {
         }),
         _ => None,
     }
+}
+
+/// Why and where the broker itself dead-lettered a message (its newest `x-death`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerDeath {
+    /// `delivery_limit`, `rejected`, `expired`, `maxlen`.
+    pub reason: String,
+    /// The queue it died in (`<p>.tasks.<kind>`).
+    pub queue: String,
+}
+
+/// See [`Incoming::broker_death`].
+fn broker_death(h: &FieldTable) -> Option<BrokerDeath> {
+    if h.inner().contains_key(WORKER_HEADER) {
+        return None;
+    }
+    let death = first_x_death(h)?;
+    Some(BrokerDeath {
+        reason: header_text(death, "reason").unwrap_or_else(|| "unknown".into()),
+        queue: header_text(death, "queue").unwrap_or_default(),
+    })
 }
 
 /// A dead letter as `iom dlq list|show` presents it.
@@ -2057,6 +2148,43 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_death_is_told_from_iom_s_own_dead_letters() {
+        fn death(queue: &str, reason: &str) -> AMQPValue {
+            let mut t = FieldTable::default();
+            t.insert("queue".into(), long(queue));
+            t.insert("reason".into(), long(reason));
+            t.insert("count".into(), AMQPValue::LongLongInt(1));
+            AMQPValue::FieldTable(t)
+        }
+        // A retried task that then crash-looped: the newest entry comes first.
+        let mut h = FieldTable::default();
+        h.insert(REASON_HEADER.into(), long("the retry's reason"));
+        h.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(
+                vec![
+                    death("t.tasks.copy", "delivery_limit"),
+                    death("t.retry.1s", "expired"),
+                ]
+                .into(),
+            ),
+        );
+        assert_eq!(
+            broker_death(&h),
+            Some(BrokerDeath {
+                reason: "delivery_limit".into(),
+                queue: "t.tasks.copy".into()
+            })
+        );
+        // The same message dead-lettered by a worker carries `x-iom-worker`: that
+        // worker recorded the failure already.
+        h.insert(WORKER_HEADER.into(), long("node7/42"));
+        assert_eq!(broker_death(&h), None);
+        // Neither x-death nor a worker: not a dead letter anyone can explain.
+        assert_eq!(broker_death(&FieldTable::default()), None);
+    }
+
+    #[test]
     fn names_follow_the_prefix() {
         let n = Names::new("iom");
         assert_eq!(n.tasks_exchange(), "iom.tasks");
@@ -2065,6 +2193,7 @@ mod tests {
         assert_eq!(n.retry_queue(30), "iom.retry.30s");
         assert_eq!(n.dead_exchange(), "iom.dead");
         assert_eq!(n.dead_queue(), "iom.dead");
+        assert_eq!(n.notice_queue(), "iom.dead.notices");
         assert_eq!(n.events_exchange(), "iom.events");
     }
 

@@ -284,6 +284,65 @@ pub async fn handle<T: Transport>(
     }
 }
 
+/// The broker dead-lettered `msg` itself: RabbitMQ's delivery limit, reached
+/// when every worker that took the task died or lost its connection before
+/// settling it (a crash loop). No worker saw it fail, so nobody else records the
+/// failure, and nothing runs it again until `iom dlq requeue`. This records the
+/// failure (reason `cause`) and sends a `dead_lettered` event, so `iom status`
+/// and the Tractor job end instead of showing the task running for ever.
+///
+/// Fenced like every failure report, and idempotent (a notice can be delivered
+/// twice): nothing is recorded when the task has completed, when a later attempt
+/// has started, or when a failure of this attempt or a later one stands.
+/// Returns whether a failure was recorded.
+pub async fn record_broker_death<T: Transport>(
+    msg: &TaskMessage,
+    cause: String,
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<bool, RuntimeError> {
+    let (dir, task, attempt, me) = (
+        msg.work_dir.clone(),
+        msg.task_id.clone(),
+        msg.attempt,
+        ctx.worker.clone(),
+    );
+    let reason = cause.clone();
+    let recorded = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+        let work = WorkDir::open(&dir)?;
+        if work.manifest()?.node(&task).is_none() || work.completion(&task)?.is_some() {
+            return Ok(false);
+        }
+        let run = work.latest_run(&task)?;
+        if run.as_ref().is_some_and(|r| r.attempt > attempt)
+            || work.failure(&task)?.is_some_and(|f| f.attempt >= attempt)
+        {
+            return Ok(false);
+        }
+        work.record_failure(&FailureRecord {
+            task_id: task,
+            attempt,
+            // The worker that last started it (the one that crashed), else this one.
+            worker: run.map_or(me, |r| r.worker),
+            at_ms: now_ms(),
+            class: ErrorClass::Transient,
+            reason,
+            dead_lettered: true,
+        })?;
+        Ok(true)
+    })
+    .await
+    .unwrap_or_else(|e| Err(StoreError::Join(e.to_string())))?;
+    if recorded {
+        crate::metrics::broker_dead_lettered(msg.step.kind());
+        let mut ev = event(msg, ctx, TaskState::DeadLettered);
+        ev.cause = Some(cause.clone());
+        transport.event(&ev).await;
+        tracing::error!(task = %msg.task_id, attempt = msg.attempt, reason = %cause, "task dead-lettered by the broker; failure recorded");
+    }
+    Ok(recorded)
+}
+
 /// Runs the step on a blocking thread under its time limit and, when it succeeds,
 /// records its completion on the same thread (one trip to the blocking pool per
 /// task run, not two). On timeout the step is asked to stop (cancel flag) and
@@ -472,7 +531,9 @@ where
 /// two attempts of every copy fail transiently, the first probe attempt fail
 /// permanently, and every copy sleep 300 ms first (checking for cancellation);
 /// `copy:frame_ms:50` slows every copied frame by 50 ms, so a test can kill a
-/// worker in the middle of a copy. Read once per process.
+/// worker in the middle of a copy; `copy:abort:1` aborts the whole process when
+/// attempt 1 of a copy starts (a crash loop, for the broker's delivery limit).
+/// Read once per process.
 pub mod fault {
     use std::sync::LazyLock;
     use std::time::Duration;
@@ -486,6 +547,7 @@ pub mod fault {
         Permanent(u32),
         SleepMs(u64),
         FrameMs(u64),
+        Abort(u32),
     }
 
     static FAULTS: LazyLock<Vec<(StepKind, Fault)>> =
@@ -503,6 +565,7 @@ pub mod fault {
                     "permanent" => Fault::Permanent(n as u32),
                     "sleep_ms" => Fault::SleepMs(n),
                     "frame_ms" => Fault::FrameMs(n),
+                    "abort" => Fault::Abort(n as u32),
                     _ => return None,
                 };
                 Some((kind, f))
@@ -535,6 +598,13 @@ pub mod fault {
                 Fault::Permanent(n) if msg.attempt <= *n => {
                     return Err(StepError::permanent("injected permanent fault"))
                 }
+                Fault::Abort(n) if msg.attempt <= *n => {
+                    eprintln!(
+                        "IOM_FAULT: aborting at attempt {} of {}",
+                        msg.attempt, msg.task_id
+                    );
+                    std::process::abort();
+                }
                 Fault::SleepMs(ms) => {
                     let until = std::time::Instant::now() + Duration::from_millis(*ms);
                     while std::time::Instant::now() < until {
@@ -555,7 +625,7 @@ pub mod fault {
         #[test]
         fn parses_specs_and_ignores_junk() {
             let f = parse(
-                "copy:transient:2, probe:permanent:1,copy:sleep_ms:300,bogus:x:1,copy:nope:1",
+                "copy:transient:2, probe:permanent:1,copy:sleep_ms:300,bogus:x:1,copy:nope:1,copy:abort:1",
             );
             assert_eq!(
                 f,
@@ -563,6 +633,7 @@ pub mod fault {
                     (StepKind::Copy, Fault::Transient(2)),
                     (StepKind::Probe, Fault::Permanent(1)),
                     (StepKind::Copy, Fault::SleepMs(300)),
+                    (StepKind::Copy, Fault::Abort(1)),
                 ]
             );
             assert!(parse("").is_empty());

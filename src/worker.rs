@@ -23,7 +23,9 @@ use tokio::sync::Semaphore;
 
 use crate::error::ErrorClass;
 use crate::events::TaskEvent;
-use crate::queue::{Broker, BrokerConfig, EventPublisher, Incoming, Publisher, QueueError};
+use crate::queue::{
+    Broker, BrokerConfig, BrokerDeath, EventPublisher, Incoming, Publisher, QueueError,
+};
 use crate::runtime::{self, Outcome, RuntimeCtx, Transport, TransportError};
 use crate::task::{StepKind, TaskMessage};
 
@@ -188,10 +190,23 @@ pub async fn run(
         let mut consumer = broker
             .consumer(&opts.queues, opts.slots, &ctx.worker)
             .await?;
+        let mut notices = broker.notice_consumer(NOTICE_PREFETCH, &ctx.worker).await?;
         tracing::info!(queues = ?opts.queues, slots = opts.slots, "consuming");
         let stop = loop {
             tokio::select! {
                 _ = &mut shutdown => break true,
+                next = notices.next() => match next {
+                    None => break false,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break false;
+                    }
+                    Some(Ok(incoming)) => {
+                        // Not a slot: a notice costs a few small file operations.
+                        let (ctx, transport) = (ctx.clone(), transport.clone());
+                        running.spawn(async move { notice(incoming, &ctx, &transport).await });
+                    }
+                },
                 next = consumer.next() => match next {
                     None => break false,
                     Some(Err(e)) => {
@@ -215,6 +230,7 @@ pub async fn run(
         if stop {
             tracing::info!(running = running.len(), "shutting down: no new work");
             let _ = consumer.cancel().await;
+            let _ = notices.cancel().await;
             let drained = tokio::time::timeout(opts.grace, async {
                 while running.join_next().await.is_some() {}
             })
@@ -302,6 +318,66 @@ async fn process(
             tokio::time::sleep(Duration::from_millis(500)).await;
             let _ = incoming.nack_requeue().await;
         }
+    }
+}
+
+/// Unacked dead-letter notices a worker holds at once.
+const NOTICE_PREFETCH: u16 = 4;
+
+/// One copy of a dead letter (`<p>.dead.notices`). iom's own dead letters were
+/// recorded by the worker that sent them; a task the broker dead-lettered (its
+/// delivery limit: a crash loop) gets its failure recorded here (see
+/// [`runtime::record_broker_death`]). The dead letter itself stays in `<p>.dead`
+/// for `iom dlq`. A work folder that cannot be reached for a moment returns the
+/// notice after a pause; one that is gone (or a body that is not a task) is
+/// logged and the notice dropped.
+async fn notice(incoming: Incoming, ctx: &RuntimeCtx, transport: &BrokerTransport) {
+    let Some(death) = incoming.broker_death() else {
+        let _ = incoming.ack().await;
+        return;
+    };
+    let msg = match TaskMessage::decode(&incoming.body) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(queue = %death.queue, reason = %death.reason, error = %e, "the broker dead-lettered a message that is not a task message; it stays in the dead-letter queue (iom dlq list)");
+            let _ = incoming.ack().await;
+            return;
+        }
+    };
+    let cause = broker_death_cause(&death, ctx.settings.broker.delivery_limit, &msg);
+    match runtime::record_broker_death(&msg, cause, ctx, transport).await {
+        Ok(_) => {
+            let _ = incoming.ack().await;
+        }
+        Err(e) if crate::error::Classify::class(&e) == ErrorClass::Permanent => {
+            tracing::warn!(task = %msg.task_id, error = %e, "cannot record the broker's dead-lettering of this task; it stays in the dead-letter queue (iom dlq list)");
+            let _ = incoming.ack().await;
+        }
+        Err(e) => {
+            tracing::warn!(task = %msg.task_id, error = %e, "cannot record the broker's dead-lettering yet; trying again shortly");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let _ = incoming.nack_requeue().await;
+        }
+    }
+}
+
+/// What `iom status` and Tractor show for a task the broker dead-lettered.
+fn broker_death_cause(death: &BrokerDeath, limit: u32, msg: &TaskMessage) -> String {
+    let requeue = format!(
+        "`iom dlq show` has the message; `iom dlq requeue --task {}` runs it again",
+        msg.task_id
+    );
+    if death.reason == "delivery_limit" {
+        format!(
+            "dead-lettered by RabbitMQ: delivered more than broker.delivery_limit = {limit} \
+             times without being settled (every worker that took it crashed, was killed or \
+             lost its connection); {requeue}"
+        )
+    } else {
+        format!(
+            "dead-lettered by RabbitMQ ({}) from {}; {requeue}",
+            death.reason, death.queue
+        )
     }
 }
 

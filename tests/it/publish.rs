@@ -545,6 +545,155 @@ fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
     assert_published(&a, &p.delivery, &graph);
 }
 
+/// A crash loop: every worker that takes the copy dies (abort) before settling
+/// it, so RabbitMQ dead-letters it at its delivery limit. No worker saw the step
+/// fail, yet the graph must not show `Running` for ever (nor its Tractor job):
+/// the next healthy worker reads the dead letter's notice, records the failure
+/// with a reason that says what happened and how to run it again, and sends a
+/// `dead_lettered` event. A requeue then completes the graph.
+#[test]
+fn a_crash_loop_ends_at_the_delivery_limit_as_a_recorded_failure() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let (a, graph) = one_plate(&p, 32, 18, 6);
+    let copy = format!("{}.copy", graph.id);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A watcher's queue on the events exchange, bound before anything happens.
+    let broker = rt.block_on(Broker::connect(&broker_config(&p))).unwrap();
+    drop(rt.block_on(broker.event_consumer("watch", 50)).unwrap());
+    let work = submit(&p, &graph);
+
+    // Restart the crashing worker, as a service manager would, until the broker
+    // gives up on the copy and it appears in the DLQ.
+    let dead_copy = || -> Option<serde_json::Value> {
+        let out = command(&p, "iom", "")
+            .args(["dlq", "list", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["task_id"] == copy.as_str())
+            .cloned()
+    };
+    let mut crashes = 0;
+    let dead = loop {
+        let mut w = spawn_worker(&p, "copy:abort:1");
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(st) = w.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the worker never took the copy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success(), "the injected abort ended the worker");
+        crashes += 1;
+        if let Some(d) = dead_copy() {
+            break d;
+        }
+        assert!(
+            crashes < 8,
+            "{crashes} crashes and the copy is still not dead-lettered"
+        );
+    };
+    eprintln!("crash loop: dead-lettered after {crashes} crashes: {dead:#}");
+    // Each crash returns the message once; the return that takes it past the
+    // limit of 3 dead-letters it.
+    assert_eq!(crashes, 4, "dead-lettered after {crashes} crashes, limit 3");
+    assert!(
+        dead["reason"].as_str().unwrap().contains("delivery_limit"),
+        "{dead:#}"
+    );
+    // Nobody has seen the notice yet: without a worker the copy still looks running.
+    let s = work.status().unwrap();
+    assert!(
+        matches!(state_of(&s, StepKind::Copy), TaskState::Running { .. }),
+        "{s:#?}"
+    );
+
+    let _w = Workers(vec![spawn_worker(&p, "")]);
+    let s = wait_for(
+        &work,
+        Duration::from_secs(30),
+        "the copy to be failed",
+        |s| matches!(state_of(s, StepKind::Copy), TaskState::Failed { .. }),
+    );
+    assert_eq!(s.state, GraphState::Failed);
+    match state_of(&s, StepKind::Copy) {
+        TaskState::Failed {
+            reason,
+            class,
+            attempt,
+        } => {
+            assert!(reason.contains("broker.delivery_limit = 3"), "{reason}");
+            assert!(
+                reason.contains(&format!("iom dlq requeue --task {copy}")),
+                "{reason}"
+            );
+            assert_eq!(*class, iom::error::ErrorClass::Transient);
+            assert_eq!(*attempt, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        state_of(&s, StepKind::Cleanup),
+        TaskState::Waiting
+    ));
+    // The failure record names the worker that crashed on it, not the recorder.
+    let rec = work
+        .failure(&iom::task::TaskId(copy.clone()))
+        .unwrap()
+        .unwrap();
+    assert!(rec.dead_lettered);
+    let recorder = format!("/{}", _w.0[0].id());
+    assert!(!rec.worker.ends_with(&recorder), "{rec:?}");
+    // Event watchers (`iom status --follow`, dashboards) are told too.
+    let ev = rt.block_on(async {
+        let mut events = broker.event_consumer("watch", 50).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("a dead_lettered event within 10 s")
+                .unwrap()
+                .unwrap();
+            m.ack().await.unwrap();
+            let ev: iom::events::TaskEvent = serde_json::from_slice(&m.body).unwrap();
+            if ev.task_id.0 == copy && ev.state == iom::events::TaskState::DeadLettered {
+                break ev;
+            }
+        }
+    });
+    assert!(ev.cause.unwrap().contains("delivery_limit"));
+    // The dead letter itself stays for `iom dlq`: requeue it and the graph completes.
+    let out = command(&p, "iom", "")
+        .args(["dlq", "requeue", "--task", &copy])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        &work,
+        Duration::from_secs(60),
+        "graph success after requeue",
+        |s| s.state == GraphState::Succeeded,
+    );
+    assert_published(&a, &p.delivery, &graph);
+    rt.block_on(broker.close());
+}
+
 #[test]
 fn broker_connection_closed_by_the_broker_the_worker_recovers() {
     let vh = Vhost::new();

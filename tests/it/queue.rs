@@ -80,13 +80,14 @@ async fn topology_is_idempotent_and_a_mismatched_queue_is_a_clear_permanent_erro
         .expect("declaring twice is a no-op");
     let depths = b.queue_depths().await.unwrap();
     let names: Vec<&str> = depths.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(depths.len(), 7 + 2 + 1, "{names:?}");
+    assert_eq!(depths.len(), 7 + 2 + 2, "{names:?}");
     for q in [
         "t.tasks.probe",
         "t.tasks.cleanup",
         "t.retry.1s",
         "t.retry.3s",
         "t.dead",
+        "t.dead.notices",
     ] {
         assert!(names.contains(&q), "{q} missing from {names:?}");
     }
