@@ -476,16 +476,7 @@ fn a_full_disk_under_the_publish_root() {
     }
     // Grow the disk, requeue the dead letters, and the publish completes.
     mount.resize("64m");
-    let out = super::publish::command(&p, "iom", "")
-        .args(["dlq", "requeue", "--all"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "iom dlq requeue: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::publish::iom_ok(&p, &["dlq", "requeue", "--all"]);
     wait_terminal_after_requeue(&works, Duration::from_secs(120));
     assert_guarantees(&p, &graphs, &works);
     drop(workers); // kills them before the vhost goes

@@ -320,6 +320,40 @@ impl Drop for Workers {
     }
 }
 
+/// Runs `iom <args>` for `p` and asserts that it succeeded.
+pub(super) fn iom_ok(p: &Project, args: &[&str]) -> std::process::Output {
+    let out = command(p, "iom", "").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "iom {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `iom dlq list --json`, through the CLI.
+fn dlq_list(p: &Project) -> Vec<serde_json::Value> {
+    let out = iom_ok(p, &["dlq", "list", "--json"]);
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        serde_json::Value::Array(items) => items,
+        other => panic!("iom dlq list --json printed {other:#}"),
+    }
+}
+
+/// Waits for `child` to exit (at most `within`) and returns how it ended.
+fn wait_exit(child: &mut Child, within: Duration, what: &str) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(t0.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub(super) fn wait_for(
     work: &WorkDir,
     within: Duration,
@@ -459,18 +493,8 @@ fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
     ));
 
     // The DLQ holds the copy with its reason, readable through the CLI.
-    let out = command(&p, "iom", "")
-        .args(["dlq", "list", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let items = v.as_array().unwrap();
-    assert_eq!(items.len(), 1, "{v:#}");
+    let items = dlq_list(&p);
+    assert_eq!(items.len(), 1, "{items:#?}");
     assert!(items[0]["reason"]
         .as_str()
         .unwrap()
@@ -496,14 +520,8 @@ fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
     });
     let t0 = Instant::now();
     loop {
-        let out = command(&p, "iom", "")
-            .args(["dlq", "list", "--json"])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = dlq_list(&p);
         let poison = v
-            .as_array()
-            .unwrap()
             .iter()
             .find(|d| d["reason"].as_str().unwrap_or("").contains("poison"));
         if let Some(d) = poison {
@@ -512,7 +530,7 @@ fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
         }
         assert!(
             t0.elapsed() < Duration::from_secs(20),
-            "poison never reached the DLQ: {v:#}"
+            "poison never reached the DLQ: {v:#?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -520,21 +538,8 @@ fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
     // Requeue the copy from the DLQ with a fresh attempt and no fault: the graph completes.
     drop(_w);
     let _w2 = Workers(vec![spawn_worker(&p, "")]);
-    let out = command(&p, "iom", "")
-        .args([
-            "dlq",
-            "requeue",
-            "--task",
-            &format!("{}.copy", graph.id),
-            "--reset-attempt",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let copy = format!("{}.copy", graph.id);
+    iom_ok(&p, &["dlq", "requeue", "--task", &copy, "--reset-attempt"]);
     let s = wait_for(
         &work,
         Duration::from_secs(60),
@@ -565,37 +570,19 @@ fn a_crash_loop_ends_at_the_delivery_limit_as_a_recorded_failure() {
 
     // Restart the crashing worker, as a service manager would, until the broker
     // gives up on the copy and it appears in the DLQ.
-    let dead_copy = || -> Option<serde_json::Value> {
-        let out = command(&p, "iom", "")
-            .args(["dlq", "list", "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
+    let dead_copy = || {
+        dlq_list(&p)
+            .into_iter()
             .find(|d| d["task_id"] == copy.as_str())
-            .cloned()
     };
     let mut crashes = 0;
     let dead = loop {
         let mut w = spawn_worker(&p, "copy:abort:1");
-        let t0 = Instant::now();
-        let status = loop {
-            if let Some(st) = w.try_wait().unwrap() {
-                break st;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "the worker never took the copy"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_exit(
+            &mut w,
+            Duration::from_secs(60),
+            "the worker to take the copy",
+        );
         assert!(!status.success(), "the injected abort ended the worker");
         crashes += 1;
         if let Some(d) = dead_copy() {
@@ -675,15 +662,7 @@ fn a_crash_loop_ends_at_the_delivery_limit_as_a_recorded_failure() {
     });
     assert!(ev.cause.unwrap().contains("delivery_limit"));
     // The dead letter itself stays for `iom dlq`: requeue it and the graph completes.
-    let out = command(&p, "iom", "")
-        .args(["dlq", "requeue", "--task", &copy])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    iom_ok(&p, &["dlq", "requeue", "--task", &copy]);
     wait_for(
         &work,
         Duration::from_secs(60),
@@ -730,17 +709,7 @@ fn broker_sigterm_finishes_the_running_step_then_exits() {
         .status()
         .unwrap()
         .success());
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = w.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "worker did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut w, Duration::from_secs(30), "the worker to stop");
     assert!(status.success(), "{status:?}");
     let s = work.status().unwrap();
     assert!(
