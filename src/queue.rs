@@ -2035,6 +2035,23 @@ pub struct BrokerDeath {
     pub queue: String,
 }
 
+impl BrokerDeath {
+    /// One line for `iom dlq list`.
+    pub fn describe(&self) -> String {
+        let why = match self.reason.as_str() {
+            "delivery_limit" => {
+                " (delivered more often than the queue's delivery limit without being \
+                 settled: every worker that took it crashed or lost its connection)"
+            }
+            _ => "",
+        };
+        format!(
+            "dead-lettered by the broker: {}{why} in {}",
+            self.reason, self.queue
+        )
+    }
+}
+
 /// See [`Incoming::broker_death`].
 fn broker_death(h: &FieldTable) -> Option<BrokerDeath> {
     if h.inner().contains_key(WORKER_HEADER) {
@@ -2056,7 +2073,7 @@ pub struct DeadLetter {
     pub kind: Option<String>,
     /// Why it died (`x-iom-reason`, or the broker's `x-death` reason).
     pub reason: String,
-    /// Error class (`x-iom-error-class`), empty when the broker dead-lettered it.
+    /// Error class (`x-iom-error-class`), `broker` when the broker dead-lettered it.
     pub class: String,
     /// The worker that dead-lettered it, empty when the broker did.
     pub worker: String,
@@ -2076,28 +2093,49 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     fn from_delivery(index: usize, d: &Delivery) -> DeadLetter {
+        DeadLetter::from_parts(
+            index,
+            d.routing_key.as_str(),
+            d.properties.headers().as_ref(),
+            &d.data,
+        )
+    }
+
+    fn from_parts(index: usize, rk: &str, headers: Option<&FieldTable>, body: &[u8]) -> DeadLetter {
         let empty = FieldTable::default();
-        let h = d.properties.headers().as_ref().unwrap_or(&empty);
+        let h = headers.unwrap_or(&empty);
         let death = first_x_death(h);
         let x_death_reason = death.and_then(|t| header_text(t, "reason"));
-        let decoded = TaskMessage::decode(&d.data).ok();
-        let rk = d.routing_key.as_str();
+        let decoded = TaskMessage::decode(body).ok();
         let kind = (!rk.is_empty() && rk != "unknown").then(|| rk.to_string());
-        let reason = header_text(h, REASON_HEADER)
-            .or_else(|| {
-                x_death_reason
-                    .as_ref()
-                    .map(|r| format!("dead-lettered by the broker: {r}"))
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let failed_at = header_text(h, FAILED_AT_HEADER)
-            .or_else(|| {
-                death
-                    .and_then(|t| t.inner().get("time"))
-                    .and_then(value_i64)
-                    .map(|s| rfc3339_utc(s * 1000))
-            })
-            .unwrap_or_default();
+        let death_time = || {
+            death
+                .and_then(|t| t.inner().get("time"))
+                .and_then(value_i64)
+                .map(|s| rfc3339_utc(s * 1000))
+        };
+        // The broker's own dead letter may still carry the `x-iom-reason` of an
+        // earlier retry: that is not why it died.
+        let (reason, class, failed_at) = match broker_death(h) {
+            Some(d) => (
+                d.describe(),
+                "broker".to_string(),
+                death_time().unwrap_or_default(),
+            ),
+            None => (
+                header_text(h, REASON_HEADER)
+                    .or_else(|| {
+                        x_death_reason
+                            .as_ref()
+                            .map(|r| format!("dead-lettered by the broker: {r}"))
+                    })
+                    .unwrap_or_else(|| "unknown".into()),
+                header_text(h, CLASS_HEADER).unwrap_or_default(),
+                header_text(h, FAILED_AT_HEADER)
+                    .or_else(death_time)
+                    .unwrap_or_default(),
+            ),
+        };
         let headers = h
             .inner()
             .iter()
@@ -2117,7 +2155,7 @@ impl DeadLetter {
             index,
             kind,
             reason,
-            class: header_text(h, CLASS_HEADER).unwrap_or_default(),
+            class,
             worker: header_text(h, WORKER_HEADER).unwrap_or_default(),
             failed_at,
             task_id: header_text(h, "task_id")
@@ -2126,7 +2164,7 @@ impl DeadLetter {
                 .or_else(|| decoded.as_ref().map(|m| m.graph_id.0.clone())),
             x_death_reason,
             headers,
-            body: d.data.clone(),
+            body: body.to_vec(),
         }
     }
 }
@@ -2176,10 +2214,20 @@ mod tests {
                 queue: "t.tasks.copy".into()
             })
         );
+        // `iom dlq list` says why it died, not why it was retried before.
+        let d = DeadLetter::from_parts(0, "copy", Some(&h), b"{}");
+        assert!(d.reason.contains("delivery_limit"), "{}", d.reason);
+        assert!(d.reason.contains("t.tasks.copy"), "{}", d.reason);
+        assert!(!d.reason.contains("retry"), "{}", d.reason);
+        assert_eq!(d.class, "broker");
+        assert_eq!(d.kind.as_deref(), Some("copy"));
         // The same message dead-lettered by a worker carries `x-iom-worker`: that
         // worker recorded the failure already.
         h.insert(WORKER_HEADER.into(), long("node7/42"));
         assert_eq!(broker_death(&h), None);
+        let d = DeadLetter::from_parts(0, "copy", Some(&h), b"{}");
+        assert_eq!(d.reason, "the retry's reason");
+        assert_eq!(d.worker, "node7/42");
         // Neither x-death nor a worker: not a dead letter anyone can explain.
         assert_eq!(broker_death(&FieldTable::default()), None);
     }

@@ -601,6 +601,7 @@ fn a_crash_loop_ends_at_the_delivery_limit_as_a_recorded_failure() {
         dead["reason"].as_str().unwrap().contains("delivery_limit"),
         "{dead:#}"
     );
+    assert_eq!(dead["class"], "broker", "{dead:#}");
     // Nobody has seen the notice yet: without a worker the copy still looks running.
     let s = work.status().unwrap();
     assert!(
