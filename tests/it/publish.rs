@@ -609,12 +609,17 @@ fn a_crash_loop_ends_at_the_delivery_limit_as_a_recorded_failure() {
         "{s:#?}"
     );
 
+    let healthy = Instant::now();
     let _w = Workers(vec![spawn_worker(&p, "")]);
     let s = wait_for(
         &work,
         Duration::from_secs(30),
         "the copy to be failed",
         |s| matches!(state_of(s, StepKind::Copy), TaskState::Failed { .. }),
+    );
+    eprintln!(
+        "crash loop: failure recorded {:?} after the healthy worker was spawned",
+        healthy.elapsed()
     );
     assert_eq!(s.state, GraphState::Failed);
     match state_of(&s, StepKind::Copy) {
