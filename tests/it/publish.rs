@@ -334,7 +334,7 @@ pub(super) fn iom_ok(p: &Project, args: &[&str]) -> std::process::Output {
 }
 
 /// `iom dlq list --json`, through the CLI.
-fn dlq_list(p: &Project) -> Vec<serde_json::Value> {
+pub(super) fn dlq_list(p: &Project) -> Vec<serde_json::Value> {
     let out = iom_ok(p, &["dlq", "list", "--json"]);
     match serde_json::from_slice(&out.stdout).unwrap() {
         serde_json::Value::Array(items) => items,
@@ -550,6 +550,31 @@ fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
     assert_published(&a, &p.delivery, &graph);
 }
 
+/// Restarts a worker that aborts whenever it starts `task` (`<kind>:abort:1`), as a
+/// service manager would, until RabbitMQ dead-letters the task at its delivery
+/// limit. Returns the number of crashes and the task's entry in `iom dlq list`.
+pub(super) fn crash_loop(p: &Project, task: &str) -> (usize, serde_json::Value) {
+    let kind = task.rsplit('.').next().unwrap();
+    let mut crashes = 0;
+    loop {
+        let mut w = spawn_worker(p, &format!("{kind}:abort:1"));
+        let status = wait_exit(
+            &mut w,
+            Duration::from_secs(60),
+            "the worker to take the task",
+        );
+        assert!(!status.success(), "the injected abort ended the worker");
+        crashes += 1;
+        if let Some(d) = dlq_list(p).into_iter().find(|d| d["task_id"] == task) {
+            return (crashes, d);
+        }
+        assert!(
+            crashes < 8,
+            "{crashes} crashes and {task} is still not dead-lettered"
+        );
+    }
+}
+
 /// A crash loop: every worker that takes the copy dies (abort) before settling
 /// it, so RabbitMQ dead-letters it at its delivery limit. No worker saw the step
 /// fail, yet the graph must not show `Running` for ever (nor its Tractor job):
@@ -568,31 +593,7 @@ fn a_crash_loop_ends_at_the_delivery_limit_as_a_recorded_failure() {
     drop(rt.block_on(broker.event_consumer("watch", 50)).unwrap());
     let work = submit(&p, &graph);
 
-    // Restart the crashing worker, as a service manager would, until the broker
-    // gives up on the copy and it appears in the DLQ.
-    let dead_copy = || {
-        dlq_list(&p)
-            .into_iter()
-            .find(|d| d["task_id"] == copy.as_str())
-    };
-    let mut crashes = 0;
-    let dead = loop {
-        let mut w = spawn_worker(&p, "copy:abort:1");
-        let status = wait_exit(
-            &mut w,
-            Duration::from_secs(60),
-            "the worker to take the copy",
-        );
-        assert!(!status.success(), "the injected abort ended the worker");
-        crashes += 1;
-        if let Some(d) = dead_copy() {
-            break d;
-        }
-        assert!(
-            crashes < 8,
-            "{crashes} crashes and the copy is still not dead-lettered"
-        );
-    };
+    let (crashes, dead) = crash_loop(&p, &copy);
     eprintln!("crash loop: dead-lettered after {crashes} crashes: {dead:#}");
     // Each crash returns the message once; the return that takes it past the
     // limit of 3 dead-letters it.

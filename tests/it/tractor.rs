@@ -465,6 +465,30 @@ pub(super) fn spawn_bridge(p: &Project, vh: &Vhost, engine: &str) -> Proc {
     Proc(child)
 }
 
+/// A vhost, a project on it, the fake engine, and a bridge mirroring into it
+/// (dropped in reverse order: the bridge first, the vhost last).
+fn mirrored() -> (Vhost, Project, FakeTractor, Proc) {
+    let vh = Vhost::new();
+    let p = tproject(&vh);
+    let eng = fake(blade_env(&p), &p.root.join("blade-logs"), 0);
+    let bridge = spawn_bridge(&p, &vh, &eng.addr());
+    (vh, p, eng, bridge)
+}
+
+/// A wrangler retries `task` of `job` in Tractor; returns the jobs once it is done.
+fn retry_in_tractor(eng: &FakeTractor, job: &FakeJob, task: &str) -> Vec<FakeJob> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = iom::tractor::client::EngineClient::new(eng.addr(), "wrangler", None);
+    rt.block_on(client.retry(job.jid, job.task(task).tid))
+        .unwrap();
+    wait_job(
+        eng,
+        Duration::from_secs(60),
+        "the job done after the retry",
+        |j| j[0].all_done(),
+    )
+}
+
 fn plate_graph(p: &Project) -> Graph {
     let a = PlateSpec::exr("A001", "A001C003.", 64, 36, 6);
     sample::write_plate(&p.delivery, &a).unwrap();
@@ -548,10 +572,7 @@ fn id_of(g: &Graph, kind: StepKind) -> String {
 
 #[test]
 fn bridge_mirrors_a_publish_and_tractor_follows_it_to_done() {
-    let vh = Vhost::new();
-    let p = tproject(&vh);
-    let eng = fake(blade_env(&p), &p.root.join("blade-logs"), 0);
-    let _bridge = spawn_bridge(&p, &vh, &eng.addr());
+    let (_vh, p, eng, _bridge) = mirrored();
     let _w = Workers(vec![super::publish::spawn_worker(&p, "")]);
     let graph = plate_graph(&p);
     let t0 = Instant::now();
@@ -599,10 +620,7 @@ fn bridge_mirrors_a_publish_and_tractor_follows_it_to_done() {
 
 #[test]
 fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
-    let vh = Vhost::new();
-    let p = tproject(&vh);
-    let eng = fake(blade_env(&p), &p.root.join("blade-logs"), 0);
-    let _bridge = spawn_bridge(&p, &vh, &eng.addr());
+    let (_vh, p, eng, _bridge) = mirrored();
     // The first copy attempt fails permanently (dead-lettered); the next succeeds.
     let _w = Workers(vec![super::publish::spawn_worker(&p, "copy:permanent:1")]);
     let graph = plate_graph(&p);
@@ -636,16 +654,7 @@ fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
     assert_eq!(iom_jobs(&p, &eng.addr(), &["status", &jid]).0, 1);
 
     // A wrangler retries the task in Tractor.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = iom::tractor::client::EngineClient::new(eng.addr(), "wrangler", None);
-    rt.block_on(client.retry(job.jid, job.task(&copy).tid))
-        .unwrap();
-    let jobs = wait_job(
-        &eng,
-        Duration::from_secs(60),
-        "the job done after the retry",
-        |j| j[0].all_done(),
-    );
+    let jobs = retry_in_tractor(&eng, job, &copy);
     let t = jobs[0].task(&copy);
     assert_eq!(t.runs, 2);
     assert_eq!(t.retrycount, 1);
@@ -657,12 +666,44 @@ fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
     assert_eq!(iom_jobs(&p, &eng.addr(), &["failed", &jid]).0, 0);
 }
 
+/// A crash loop in Tractor: every worker that takes the copy dies, RabbitMQ
+/// dead-letters it at its delivery limit, and the copy's Tractor task turns red
+/// with the reason (instead of showing active for ever); a retry from Tractor then
+/// runs it again on RabbitMQ and the job ends done.
+#[test]
+fn a_crash_loop_shows_red_in_tractor_and_a_retry_reruns_it() {
+    let (_vh, p, eng, _bridge) = mirrored();
+    let graph = plate_graph(&p);
+    let work = submit(&p, &graph);
+    let copy = id_of(&graph, StepKind::Copy);
+    let (crashes, _) = super::publish::crash_loop(&p, &copy);
+    assert_eq!(crashes, 4, "limit 3");
+    let _w = Workers(vec![super::publish::spawn_worker(&p, "")]);
+    let jobs = wait_job(&eng, Duration::from_secs(60), "copy in error", |j| {
+        j.len() == 1 && j[0].task(&copy).state == "error"
+    });
+    let log = &jobs[0].task(&copy).log;
+    assert!(log.contains("broker.delivery_limit = 3"), "{log}");
+    assert_eq!(jobs[0].task(&id_of(&graph, StepKind::Cleanup)).runs, 0);
+    let jid = jobs[0].jid.to_string();
+    let (code, out) = iom_jobs(&p, &eng.addr(), &["failed", &jid]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&copy), "{out}");
+
+    // A wrangler retries it in Tractor: attempt 2 runs on the healthy worker.
+    let jobs = retry_in_tractor(&eng, &jobs[0], &copy);
+    assert!(
+        jobs[0].task(&copy).log.contains("iom: done: attempt 2"),
+        "{}",
+        jobs[0].task(&copy).log
+    );
+    assert_eq!(work.status().unwrap().state, GraphState::Succeeded);
+    assert_eq!(eng.jobs().len(), 1);
+}
+
 #[test]
 fn the_bridge_restarted_mid_run_spools_no_duplicate_and_catches_up() {
-    let vh = Vhost::new();
-    let p = tproject(&vh);
-    let eng = fake(blade_env(&p), &p.root.join("blade-logs"), 0);
-    let bridge = spawn_bridge(&p, &vh, &eng.addr());
+    let (vh, p, eng, bridge) = mirrored();
     let _w = Workers(vec![super::publish::spawn_worker(&p, "copy:sleep_ms:1500")]);
     let graph = plate_graph(&p);
     let work = submit(&p, &graph);
