@@ -2123,13 +2123,7 @@ impl DeadLetter {
                 death_time().unwrap_or_default(),
             ),
             None => (
-                header_text(h, REASON_HEADER)
-                    .or_else(|| {
-                        x_death_reason
-                            .as_ref()
-                            .map(|r| format!("dead-lettered by the broker: {r}"))
-                    })
-                    .unwrap_or_else(|| "unknown".into()),
+                header_text(h, REASON_HEADER).unwrap_or_else(|| "unknown".into()),
                 header_text(h, CLASS_HEADER).unwrap_or_default(),
                 header_text(h, FAILED_AT_HEADER)
                     .or_else(death_time)

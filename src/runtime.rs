@@ -174,7 +174,7 @@ pub async fn handle<T: Transport>(
         msg.attempt,
         ctx.worker.clone(),
     );
-    let setup = tokio::task::spawn_blocking(move || -> Result<Setup, StoreError> {
+    let setup = off_thread(move || -> Result<Setup, StoreError> {
         let work = WorkDir::open(&dir)?;
         let graph = Arc::new(work.manifest()?);
         if graph.node(&task).is_none() {
@@ -187,8 +187,7 @@ pub async fn handle<T: Transport>(
         let begin = work.begin_attempt(&task, attempt, &worker)?;
         Ok(Setup::Ready(Box::new((work, graph, begin))))
     })
-    .await
-    .unwrap_or_else(|e| Err(StoreError::Join(e.to_string())));
+    .await;
     let (work, graph, begin) = match setup {
         Ok(Setup::Ready(ready)) => *ready,
         Ok(Setup::NotInGraph(reason)) => {
@@ -308,37 +307,34 @@ pub async fn record_broker_death<T: Transport>(
         ctx.worker.clone(),
     );
     let reason = cause.clone();
-    let recorded = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+    let recorded = off_thread(move || -> Result<bool, StoreError> {
         let work = WorkDir::open(&dir)?;
-        if work.manifest()?.node(&task).is_none() || work.completion(&task)?.is_some() {
-            return Ok(false);
-        }
-        let run = work.latest_run(&task)?;
-        if run.as_ref().is_some_and(|r| r.attempt > attempt)
+        // A notice delivered twice finds its own record (`record_failure` itself
+        // would let the same attempt's failure be written again).
+        if work.manifest()?.node(&task).is_none()
             || work.failure(&task)?.is_some_and(|f| f.attempt >= attempt)
         {
             return Ok(false);
         }
+        // The worker that last started it (the one that crashed), else this one.
+        let worker = work.latest_run(&task)?.map_or(me, |r| r.worker);
         work.record_failure(&FailureRecord {
             task_id: task,
             attempt,
-            // The worker that last started it (the one that crashed), else this one.
-            worker: run.map_or(me, |r| r.worker),
+            worker,
             at_ms: now_ms(),
             class: ErrorClass::Transient,
             reason,
             dead_lettered: true,
-        })?;
-        Ok(true)
+        })
     })
-    .await
-    .unwrap_or_else(|e| Err(StoreError::Join(e.to_string())))?;
+    .await?;
     if recorded {
         crate::metrics::broker_dead_lettered(msg.step.kind());
-        let mut ev = event(msg, ctx, TaskState::DeadLettered);
-        ev.cause = Some(cause.clone());
-        transport.event(&ev).await;
         tracing::error!(task = %msg.task_id, attempt = msg.attempt, reason = %cause, "task dead-lettered by the broker; failure recorded");
+        let mut ev = event(msg, ctx, TaskState::DeadLettered);
+        ev.cause = Some(cause);
+        transport.event(&ev).await;
     }
     Ok(recorded)
 }
@@ -520,7 +516,16 @@ where
     R: Send + 'static,
     F: FnOnce(&WorkDir) -> Result<R, StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(move || f(&work))
+    off_thread(move || f(&work)).await
+}
+
+/// Runs `f` on the blocking pool; a panic in it is a (transient) join error.
+async fn off_thread<R, F>(f: F) -> Result<R, StoreError>
+where
+    R: Send + 'static,
+    F: FnOnce() -> Result<R, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(StoreError::Join(e.to_string())))
 }

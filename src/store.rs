@@ -876,26 +876,28 @@ impl WorkDir {
     /// Records a terminal failure (last write wins, atomically). Fenced: it is
     /// ignored when the task has already completed (success stands), when a
     /// higher attempt has started (a superseded attempt's late report), or when
-    /// a failure of a higher attempt is already recorded.
-    pub fn record_failure(&self, rec: &FailureRecord) -> Result<(), StoreError> {
+    /// a failure of a higher attempt is already recorded. Returns whether it was
+    /// recorded.
+    pub fn record_failure(&self, rec: &FailureRecord) -> Result<bool, StoreError> {
         validate_task_id(&rec.task_id)?;
         if self.has_record(DONE, &rec.task_id)? {
             tracing::info!(task = %rec.task_id, attempt = rec.attempt, "ignoring failure report of a task that has completed");
-            return Ok(());
+            return Ok(false);
         }
         if let Some(current) = self.highest_attempt(&rec.task_id)? {
             if current > rec.attempt {
                 tracing::info!(task = %rec.task_id, attempt = rec.attempt, current, "ignoring failure report of a superseded attempt");
-                return Ok(());
+                return Ok(false);
             }
         }
         if let Some(existing) = self.failure(&rec.task_id)? {
             if existing.attempt > rec.attempt {
-                return Ok(());
+                return Ok(false);
             }
         }
         let path = self.record_path(FAILED, &rec.task_id);
-        self.replace(&path, rec, "failure record")
+        self.replace(&path, rec, "failure record")?;
+        Ok(true)
     }
 
     /// The task's terminal failure record, if any.

@@ -195,35 +195,23 @@ pub async fn run(
         let stop = loop {
             tokio::select! {
                 _ = &mut shutdown => break true,
-                next = notices.next() => match next {
-                    None => break false,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error");
-                        break false;
-                    }
-                    Some(Ok(incoming)) => {
-                        // Not a slot: a notice costs a few small file operations.
-                        let (ctx, transport) = (ctx.clone(), transport.clone());
-                        running.spawn(async move { notice(incoming, &ctx, &transport).await });
-                    }
-                },
-                next = consumer.next() => match next {
-                    None => break false,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error");
-                        break false;
-                    }
-                    Some(Ok(incoming)) => {
-                        stats.received.fetch_add(1, Ordering::Relaxed);
-                        let permit = slots.clone().acquire_owned().await.ok();
-                        let (ctx, transport, stats) = (ctx.clone(), transport.clone(), stats.clone());
-                        let span = crate::telemetry::consumer_span(&format!("{}.tasks.{}", ctx.settings.broker.prefix, incoming.routing_key), incoming.message_id.as_deref(), incoming.headers.as_ref());
-                        running.spawn(tracing::Instrument::instrument(async move {
-                            process(incoming, &ctx, &transport, &stats).await;
-                            drop(permit);
-                        }, span));
-                    }
-                },
+                next = notices.next() => {
+                    let Some(incoming) = delivered(next) else { break false };
+                    // Not a slot: a notice costs a few small file operations.
+                    let (ctx, transport) = (ctx.clone(), transport.clone());
+                    running.spawn(async move { notice(incoming, &ctx, &transport).await });
+                }
+                next = consumer.next() => {
+                    let Some(incoming) = delivered(next) else { break false };
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    let permit = slots.clone().acquire_owned().await.ok();
+                    let (ctx, transport, stats) = (ctx.clone(), transport.clone(), stats.clone());
+                    let span = crate::telemetry::consumer_span(&format!("{}.tasks.{}", ctx.settings.broker.prefix, incoming.routing_key), incoming.message_id.as_deref(), incoming.headers.as_ref());
+                    running.spawn(tracing::Instrument::instrument(async move {
+                        process(incoming, &ctx, &transport, &stats).await;
+                        drop(permit);
+                    }, span));
+                }
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         };
@@ -321,6 +309,19 @@ async fn process(
     }
 }
 
+/// The delivery in a consumer's `next()`, or `None` when the consumer ended (the
+/// worker then reconnects); a failure is logged.
+fn delivered(next: Option<Result<Incoming, QueueError>>) -> Option<Incoming> {
+    match next {
+        Some(Ok(incoming)) => Some(incoming),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "consumer error");
+            None
+        }
+        None => None,
+    }
+}
+
 /// Unacked dead-letter notices a worker holds at once.
 const NOTICE_PREFETCH: u16 = 4;
 
@@ -374,10 +375,7 @@ fn broker_death_cause(death: &BrokerDeath, limit: u32, msg: &TaskMessage) -> Str
              lost its connection); {requeue}"
         )
     } else {
-        format!(
-            "dead-lettered by RabbitMQ ({}) from {}; {requeue}",
-            death.reason, death.queue
-        )
+        format!("{}; {requeue}", death.describe())
     }
 }
 
