@@ -121,6 +121,7 @@ fn main() {
         graph_id: gid.clone(),
         task_id: task_id(&gid, kind, ""),
         attempt: 1,
+        retries_from: 1,
         work_dir: root.join(".iom/publishes/none"),
         step,
     };

@@ -63,7 +63,8 @@ enum Command {
     Publish(PublishArgs),
     /// Show a publish's task tree with states and times.
     Status(StatusArgs),
-    /// Re-publish whatever a crash left ready but undispatched.
+    /// Re-publish whatever a crash left ready but undispatched; with
+    /// --retry-failed, run the failed tasks again too.
     Resume(ResumeArgs),
     /// Inspect and replay the dead-letter queue.
     #[command(subcommand)]
@@ -140,6 +141,12 @@ struct ResumeArgs {
     /// queue itself was lost).
     #[arg(long)]
     include_unstarted: bool,
+    /// Also run each failed task again, once its cause is fixed: as the attempt
+    /// after the one that failed, with a fresh round of retries; its children follow.
+    /// (With a broker its dead letter stays in the DLQ; `iom dlq requeue --task ID
+    /// --reset-attempt` does the same from there and removes it.)
+    #[arg(long)]
+    retry_failed: bool,
 }
 
 #[derive(Subcommand)]
@@ -158,7 +165,8 @@ enum DlqCommand {
         /// Its index in `iom dlq list`.
         index: usize,
     },
-    /// Put dead letters back on their work queue.
+    /// Put dead letters back on their work queue, each as its next attempt (so a
+    /// late report about the dead attempt cannot overrule the new one).
     Requeue {
         /// Only this task id.
         #[arg(long, conflicts_with = "all")]
@@ -166,7 +174,8 @@ enum DlqCommand {
         /// Every valid task message in the DLQ.
         #[arg(long)]
         all: bool,
-        /// Start again from attempt 1.
+        /// Give each task a fresh round of `worker.max_attempts` tries with
+        /// retries (without it, a task that gave up gets one more try).
         #[arg(long)]
         reset_attempt: bool,
     },

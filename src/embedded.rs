@@ -77,6 +77,8 @@ pub struct EmbeddedOptions {
     pub retry_speedup: u32,
     /// Called for every event.
     pub on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync>,
+    /// Also run the graphs' failed tasks again ([`runtime::retry_failed`]).
+    pub retry_failed: bool,
 }
 
 /// Why an in-process run could not complete.
@@ -118,6 +120,11 @@ pub async fn run(
         runtime::submit(w, &ctx, local.as_ref())
             .await
             .map_err(|e| EmbeddedError::Runtime(e.to_string()))?;
+        if opts.retry_failed {
+            runtime::retry_failed(w, &ctx, local.as_ref())
+                .await
+                .map_err(|e| EmbeddedError::Runtime(e.to_string()))?;
+        }
     }
     let slots = Arc::new(Semaphore::new(opts.slots.max(1)));
     let mut running = tokio::task::JoinSet::new();

@@ -1245,13 +1245,13 @@ impl Broker {
 
     /// Moves dead letters back to work: each valid task message (of `task_id`, or
     /// all when `None`) is republished, confirmed, to `<p>.tasks` with its kind's
-    /// routing key (attempt reset to 1 when `reset_attempt`), then its dead copy is
-    /// acked. Bodies that are not task messages this build can read (poison, other
+    /// routing key as its next attempt ([`TaskMessage::requeued`]: a fresh round
+    /// of retries when `fresh_round`), then its dead copy is acked. Bodies that are not task messages this build can read (poison, other
     /// schema versions) and other tasks stay in the DLQ. Returns how many moved.
     pub async fn dlq_requeue(
         &self,
         task_id: Option<&str>,
-        reset_attempt: bool,
+        fresh_round: bool,
     ) -> Result<usize, QueueError> {
         let publisher = self.publisher().await?;
         let ch = self.channel("dlq requeue").await?;
@@ -1268,10 +1268,7 @@ impl Broker {
                         continue;
                     }
                 };
-                let mut task = task;
-                if reset_attempt {
-                    task.attempt = 1;
-                }
+                let task = task.requeued(fresh_round);
                 let extra = vec![(REQUEUED_HEADER.to_string(), rfc3339_utc(unix_ms_now()))];
                 if let Err(e) = publisher.publish_task(&task, &extra).await {
                     held.push(d.acker.clone());

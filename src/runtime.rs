@@ -240,8 +240,9 @@ pub async fn handle<T: Transport>(
             let class = e.class();
             let reason = e.to_string();
             let max = ctx.settings.worker.max_attempts;
-            if class == ErrorClass::Transient && msg.attempt < max {
-                let delay = ctx.backoff(msg.attempt);
+            let tried = msg.attempts_in_round();
+            if class == ErrorClass::Transient && tried < max {
+                let delay = ctx.backoff(tried);
                 let mut next = msg.clone();
                 next.attempt += 1;
                 transport.retry_later(&next, delay, &reason).await?;
@@ -253,7 +254,7 @@ pub async fn handle<T: Transport>(
                 return Ok(Outcome::RetryScheduled(delay));
             }
             let reason = if class == ErrorClass::Transient {
-                format!("gave up after {} attempts: {reason}", msg.attempt)
+                format!("gave up after {tried} attempts: {reason}")
             } else {
                 reason
             };
@@ -468,6 +469,25 @@ pub async fn dispatch_tasks<T: Transport>(
         None => blocking(work.clone(), |w| w.manifest()).await?,
     };
     let msgs = tasks.iter().filter_map(|id| graph.message(id, 1)).collect();
+    publish_confirmed(work, msgs, ctx, transport).await
+}
+
+/// Runs every failed task of a graph again (`iom resume --retry-failed`, once
+/// the cause is fixed): each as the attempt after the one that failed, with a
+/// fresh round of retries ([`TaskMessage::requeued`]), published and marked like
+/// any dispatch. Its children follow when it completes. Returns the tasks sent.
+pub async fn retry_failed<T: Transport>(
+    work: &WorkDir,
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<Vec<TaskId>, RuntimeError> {
+    let (graph, failed) =
+        blocking(work.clone(), |w| Ok((w.manifest()?, w.failed_attempts()?))).await?;
+    let msgs = failed
+        .iter()
+        .filter_map(|(id, attempt)| graph.message(id, *attempt))
+        .map(|m| m.requeued(true))
+        .collect();
     publish_confirmed(work, msgs, ctx, transport).await
 }
 

@@ -1106,6 +1106,20 @@ impl WorkDir {
         Ok(out)
     }
 
+    /// Tasks whose recorded failure stands (no completion, no attempt started
+    /// since), each with the attempt that failed: what `iom resume
+    /// --retry-failed` runs again.
+    pub fn failed_attempts(&self) -> Result<Vec<(TaskId, u32)>, StoreError> {
+        let graph = self.manifest()?;
+        let mut out = Vec::new();
+        for n in &graph.nodes {
+            if let TaskState::Failed { attempt, .. } = self.task_state(&n.id)? {
+                out.push((n.id.clone(), attempt));
+            }
+        }
+        Ok(out)
+    }
+
     // -- helpers ------------------------------------------------------------
 
     fn record_path(&self, sub: &str, task: &TaskId) -> PathBuf {

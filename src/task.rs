@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 ///   is sent as the lowest version that can express it ([`Step::schema`]), so a
 ///   worker that speaks only 1 still runs everything else, and dead-letters a
 ///   frames copy ("upgrade the worker") instead of ignoring the field.
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: a message may carry `retries_from` (`iom dlq requeue --reset-attempt`
+///   gave the task a fresh round of retries); sent only by such a requeue.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The oldest [`TaskMessage`] schema this code still reads.
 pub const MIN_SCHEMA_VERSION: u32 = 1;
@@ -629,6 +631,7 @@ impl Graph {
             graph_id: self.id.clone(),
             task_id: n.id.clone(),
             attempt,
+            retries_from: 1,
             work_dir: self.work_dir.clone(),
             step: n.step.clone(),
         })
@@ -696,8 +699,16 @@ pub struct TaskMessage {
     pub graph_id: GraphId,
     /// The task.
     pub task_id: TaskId,
-    /// Attempt number, from 1.
+    /// Attempt number, from 1. Every start of a task has a higher attempt than
+    /// the one before it, which is what fences a stale attempt's late report.
     pub attempt: u32,
+    /// The first attempt of the current round of retries: 1, or the attempt at
+    /// which `iom dlq requeue --reset-attempt` started a fresh round. A transient
+    /// failure is retried while the round has attempts left
+    /// ([`TaskMessage::attempts_in_round`] below `worker.max_attempts`). Left out
+    /// of the JSON when 1, so such messages stay readable by schema-2 workers.
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub retries_from: u32,
     /// The graph's work folder.
     pub work_dir: PathBuf,
     /// The work.
@@ -754,10 +765,53 @@ impl TaskMessage {
         if m.attempt == 0 {
             return Err(DecodeError::Malformed("attempt must be 1 or more".into()));
         }
+        if m.retries_from == 0 || m.retries_from > m.attempt {
+            return Err(DecodeError::Malformed(format!(
+                "retries_from {} must be between 1 and the attempt ({})",
+                m.retries_from, m.attempt
+            )));
+        }
         if m.task_id.0.is_empty() || m.graph_id.0.is_empty() {
             return Err(DecodeError::Malformed("empty task or graph id".into()));
         }
         Ok(m)
+    }
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_first_attempt(n: &u32) -> bool {
+    *n == 1
+}
+
+impl TaskMessage {
+    /// The lowest schema that can carry this message (see [`SCHEMA_VERSION`]).
+    pub fn lowest_schema(&self) -> u32 {
+        let round = if self.retries_from == 1 { 1 } else { 3 };
+        self.step.schema().max(round)
+    }
+
+    /// How many attempts of the current round have run, this one included.
+    pub fn attempts_in_round(&self) -> u32 {
+        self.attempt.saturating_sub(self.retries_from) + 1
+    }
+
+    /// The message that runs this task again after a dead letter: the next
+    /// attempt, so it supersedes the dead one (a late report about the dead
+    /// attempt, such as the broker's dead-letter notice, is then fenced off).
+    /// With `fresh_round` the task gets `worker.max_attempts` attempts again;
+    /// without, a transient failure of the new attempt is final, as before it
+    /// died, unless its round still had attempts left.
+    pub fn requeued(&self, fresh_round: bool) -> TaskMessage {
+        let mut next = self.clone();
+        next.attempt = self.attempt.saturating_add(1);
+        if fresh_round {
+            next.retries_from = next.attempt;
+        }
+        next.schema = next.lowest_schema();
+        next
     }
 }
 
@@ -912,6 +966,42 @@ mod tests {
     }
 
     #[test]
+    fn a_requeue_supersedes_the_dead_attempt_and_a_reset_starts_a_fresh_round() {
+        let g = graph().validated().unwrap();
+        let m = g.message(&task_id(&g.id, StepKind::Probe, ""), 3).unwrap();
+        assert_eq!((m.retries_from, m.attempts_in_round()), (1, 3));
+
+        // A plain requeue: the next attempt, the same round (so a task that gave
+        // up gets one more try), still the schema of the step.
+        let again = m.requeued(false);
+        assert_eq!((again.attempt, again.retries_from), (4, 1));
+        assert_eq!((again.attempts_in_round(), again.schema), (4, 1));
+        let json = String::from_utf8(again.encode()).unwrap();
+        assert!(!json.contains("retries_from"), "{json}");
+
+        // A reset: the next attempt opens a fresh round, which needs schema 3.
+        let fresh = m.requeued(true);
+        assert_eq!((fresh.attempt, fresh.retries_from), (4, 4));
+        assert_eq!((fresh.attempts_in_round(), fresh.schema), (1, 3));
+        assert_eq!(TaskMessage::decode(&fresh.encode()).unwrap(), fresh);
+        let retry = TaskMessage {
+            attempt: 5,
+            ..fresh.clone()
+        };
+        assert_eq!(retry.attempts_in_round(), 2);
+
+        // A round cannot start after its attempt, nor at 0.
+        let json = String::from_utf8(fresh.encode()).unwrap();
+        for bad in [r#""retries_from":5"#, r#""retries_from":0"#] {
+            let b = json.replace(r#""retries_from":4"#, bad);
+            assert!(
+                matches!(TaskMessage::decode(b.as_bytes()), Err(DecodeError::Malformed(e)) if e.contains("retries_from")),
+                "{b}"
+            );
+        }
+    }
+
+    #[test]
     fn messages_round_trip_and_reject_bad_input() {
         let g = graph().validated().unwrap();
         let m = g.message(&task_id(&g.id, StepKind::Probe, ""), 1).unwrap();
@@ -920,10 +1010,10 @@ mod tests {
         let json = String::from_utf8(bytes).unwrap();
         assert!(json.contains(r#""kind":"cleanup""#), "{json}");
 
-        let future = json.replace(r#""schema":1"#, r#""schema":3"#);
+        let future = json.replace(r#""schema":1"#, r#""schema":4"#);
         assert_eq!(
             TaskMessage::decode(future.as_bytes()),
-            Err(DecodeError::Schema { found: 3 })
+            Err(DecodeError::Schema { found: 4 })
         );
         let past = json.replace(r#""schema":1"#, r#""schema":0"#);
         assert_eq!(

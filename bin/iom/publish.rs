@@ -161,6 +161,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
             slots: settings.worker.slots.into(),
             retry_speedup: 1,
             on_event,
+            retry_failed: false,
         };
         let statuses = rt.block_on(embedded::run(works, ctx, opts))?;
         print_statuses(&plan.graphs, &statuses, args.json)?;
@@ -326,8 +327,14 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
             slots: settings.worker.slots.into(),
             retry_speedup: 1,
             on_event: Arc::new(|_| {}),
+            retry_failed: args.retry_failed,
         };
         let s = rt.block_on(embedded::run(vec![work.clone()], ctx, opts))?;
+        let graph = work.manifest()?;
+        print!(
+            "{}",
+            graph.tree(&|id| s[0].task(id).map(|t| t.state.to_string()))
+        );
         println!("resumed in-process: {:?}", s[0].state);
         return Ok(if s[0].state == GraphState::Succeeded {
             exit::OK
@@ -341,7 +348,10 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
         let broker = Broker::connect(&cfg).await?;
         broker.declare_topology().await?;
         let transport = BrokerTransport::open(&broker, ctx.worker.clone()).await?;
-        let sent = runtime::dispatch_tasks(&work, ready, &ctx, &transport).await?;
+        let mut sent = runtime::dispatch_tasks(&work, ready, &ctx, &transport).await?;
+        if args.retry_failed {
+            sent.extend(runtime::retry_failed(&work, &ctx, &transport).await?);
+        }
         transport.flush_events(Duration::from_secs(5)).await;
         broker.close().await;
         anyhow::Ok(sent.len())

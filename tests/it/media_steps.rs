@@ -98,6 +98,7 @@ impl Env {
             graph_id: gid.clone(),
             task_id: task_id(&gid, kind, ""),
             attempt,
+            retries_from: 1,
             work_dir: self.root.join(".iom/publishes/g"),
             step,
         };

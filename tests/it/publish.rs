@@ -117,6 +117,7 @@ pub(super) fn run_embedded(p: &Project, graphs: &[Graph]) -> Vec<GraphStatus> {
             slots: 2,
             retry_speedup: 1,
             on_event: Arc::new(|_| {}),
+            retry_failed: false,
         },
     ))
     .unwrap()
@@ -680,6 +681,151 @@ fn a_crash_loop_ends_at_the_delivery_limit_as_a_recorded_failure() {
     rt.block_on(broker.close());
 }
 
+/// `iom dlq requeue` runs a dead task as its next attempt. Without
+/// `--reset-attempt` a task that gave up after `worker.max_attempts` (3) transient
+/// failures gets one more try; with it, a fresh round of retries. (Before, the
+/// requeue kept the attempt, and `--reset-attempt` sent attempt 1, which the
+/// worker dropped as stale behind attempt 3: the graph stayed failed.)
+#[test]
+fn a_requeue_runs_the_next_attempt_and_a_reset_gives_a_fresh_round_of_retries() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let (a, graph) = one_plate(&p, 32, 18, 3);
+    let work = submit(&p, &graph);
+    let copy = format!("{}.copy", graph.id);
+    // Attempts 1 to 5 of the copy fail transiently.
+    let _w = Workers(vec![spawn_worker(&p, "copy:transient:5")]);
+    let failed_at = |attempt: u32, what: &str| {
+        let s = wait_for(
+            &work,
+            Duration::from_secs(60),
+            what,
+            |s| matches!(state_of(s, StepKind::Copy), TaskState::Failed { attempt: a, .. } if *a == attempt),
+        );
+        match state_of(&s, StepKind::Copy) {
+            TaskState::Failed { reason, .. } => reason.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let reason = failed_at(3, "the copy to give up after 3 attempts");
+    assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
+
+    // A plain requeue: attempt 4 runs once, fails, and is final again.
+    iom_ok(&p, &["dlq", "requeue", "--task", &copy]);
+    let reason = failed_at(4, "the requeued attempt 4 to fail");
+    assert!(reason.starts_with("gave up after 4 attempts"), "{reason}");
+    let dead = dlq_list(&p);
+    assert_eq!(dead.len(), 1, "the dead attempt 3 left the DLQ: {dead:#?}");
+
+    // A reset: attempt 5 opens a fresh round, fails, is retried as attempt 6
+    // (the fault covers 1 to 5), which succeeds.
+    iom_ok(&p, &["dlq", "requeue", "--task", &copy, "--reset-attempt"]);
+    let s = wait_for(
+        &work,
+        Duration::from_secs(60),
+        "graph success after the reset",
+        |s| s.state == GraphState::Succeeded,
+    );
+    match state_of(&s, StepKind::Copy) {
+        TaskState::Succeeded { attempt, .. } => assert_eq!(*attempt, 6),
+        other => panic!("{other:?}"),
+    }
+    assert!(dlq_list(&p).is_empty());
+    assert_published(&a, &p.delivery, &graph);
+}
+
+/// Records the events a runtime call sends; sends nothing else.
+#[derive(Default)]
+struct Told(std::sync::Mutex<Vec<iom::events::TaskEvent>>);
+
+impl runtime::Transport for Told {
+    async fn dispatch(&self, _: &iom::task::TaskMessage) -> Result<(), runtime::TransportError> {
+        Ok(())
+    }
+    async fn retry_later(
+        &self,
+        _: &iom::task::TaskMessage,
+        _: Duration,
+        _: &str,
+    ) -> Result<(), runtime::TransportError> {
+        Ok(())
+    }
+    async fn dead_letter(
+        &self,
+        _: &iom::task::TaskMessage,
+        _: &str,
+        _: iom::error::ErrorClass,
+    ) -> Result<(), runtime::TransportError> {
+        Ok(())
+    }
+    async fn event(&self, ev: &iom::events::TaskEvent) {
+        self.0.lock().unwrap().push(ev.clone());
+    }
+}
+
+/// The broker's dead-letter notice about a crash-looped attempt and a human's
+/// `iom dlq requeue` of it can be handled in either order by a worker that starts
+/// after both. Either way the requeued attempt is what `iom status` shows: a
+/// notice after it started is fenced off; a notice before it records the failure,
+/// which the new attempt's start then supersedes.
+#[test]
+fn a_dead_letter_notice_never_overrules_the_requeued_attempt() {
+    let p = project("probe, copy, cleanup", None);
+    let (_, graph) = one_plate(&p, 32, 18, 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = ctx(&p.settings);
+    let copy = iom::task::TaskId(format!("{}.copy", graph.id));
+    let dead = graph.message(&copy, 1).unwrap();
+    let requeued = dead.requeued(false);
+    assert_eq!(requeued.attempt, 2);
+    let notice = |work: &WorkDir, told: &Told| {
+        let cause = "delivery_limit in t.tasks.copy".to_string();
+        let recorded = rt
+            .block_on(runtime::record_broker_death(&dead, cause, &ctx, told))
+            .unwrap();
+        (
+            recorded,
+            state_of(&work.status().unwrap(), StepKind::Copy).clone(),
+        )
+    };
+
+    // The requeued attempt started first: the notice records nothing.
+    let work = WorkDir::create(&graph).unwrap();
+    work.begin_attempt(&copy, 1, "crashed").unwrap();
+    work.begin_attempt(&copy, 2, "healthy").unwrap();
+    let told = Told::default();
+    let (recorded, state) = notice(&work, &told);
+    assert!(!recorded);
+    assert!(
+        matches!(state, TaskState::Running { attempt: 2, .. }),
+        "{state:?}"
+    );
+    assert!(told.0.lock().unwrap().is_empty());
+    assert!(work.failure(&copy).unwrap().is_none());
+
+    // The notice first: the failure of attempt 1 is recorded and told, then the
+    // requeued attempt's start supersedes it; the same notice again changes nothing.
+    std::fs::remove_dir_all(work.path()).unwrap();
+    let work = WorkDir::create(&graph).unwrap();
+    work.begin_attempt(&copy, 1, "crashed").unwrap();
+    let told = Told::default();
+    let (recorded, state) = notice(&work, &told);
+    assert!(recorded);
+    assert!(
+        matches!(state, TaskState::Failed { attempt: 1, .. }),
+        "{state:?}"
+    );
+    assert_eq!(told.0.lock().unwrap().len(), 1);
+    work.begin_attempt(&copy, 2, "healthy").unwrap();
+    let (recorded, state) = notice(&work, &told);
+    assert!(!recorded);
+    assert!(
+        matches!(state, TaskState::Running { attempt: 2, .. }),
+        "{state:?}"
+    );
+    assert_eq!(told.0.lock().unwrap().len(), 1);
+}
+
 #[test]
 fn broker_connection_closed_by_the_broker_the_worker_recovers() {
     let vh = Vhost::new();
@@ -845,6 +991,91 @@ fn cli_embedded_publish_with_a_transient_fault_retries_and_succeeds() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("done #2"));
+}
+
+/// Embedded mode has no DLQ: a task that gave up is run again, once its cause is
+/// fixed, by `iom resume --retry-failed`, as its next attempt with a fresh round
+/// of retries, and the graph then finishes.
+#[test]
+fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
+    let p = project("probe, copy, register, cleanup", None);
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let sheet = p.delivery.join("scanlist_01.xlsx");
+    let rows = [row(&p.delivery, &a, "ABC_0010")];
+    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
+    let copy_of = |v: &serde_json::Value| {
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"] == "copy")
+            .unwrap()
+            .clone()
+    };
+
+    // Every attempt of the first round fails (max_attempts 3).
+    let out = command(&p, "iom", "copy:transient:4")
+        .args(["publish", "--json"])
+        .arg(&sheet)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "failed");
+    let copy = copy_of(&v[0]);
+    assert_eq!(
+        (copy["state"].as_str(), copy["attempt"].as_u64()),
+        (Some("failed"), Some(3)),
+        "{copy:#}"
+    );
+    let id = v[0]["graph_id"].as_str().unwrap().to_string();
+
+    // A plain resume has nothing to do for a failed task.
+    let out = command(&p, "iom", "")
+        .args(["resume", &id])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The cause "fixed" up to attempt 4: attempt 4 fails (1 of a fresh round),
+    // attempt 5 succeeds, and register and cleanup follow.
+    let out = command(&p, "iom", "copy:transient:4")
+        .args(["resume", &id, "--retry-failed"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("done #5"), "{text}");
+    let out = command(&p, "iom", "")
+        .args(["status", &id, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    assert_eq!(copy_of(&v)["attempt"], 5, "{v:#}");
+    let graph = WorkDir::open(&p.root.join(".iom/publishes").join(&id))
+        .unwrap()
+        .manifest()
+        .unwrap();
+    assert_published(&a, &p.delivery, &graph);
+    assert!(!tracker_docs(&p.root).is_empty(), "register ran");
 }
 
 #[test]

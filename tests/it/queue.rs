@@ -47,6 +47,7 @@ fn task(kind: StepKind, discriminator: &str, attempt: u32) -> TaskMessage {
         task_id: task_id(&g, kind, discriminator),
         graph_id: g,
         attempt,
+        retries_from: 1,
         work_dir: "/show/p/.iom/publishes/x".into(),
         step,
     }

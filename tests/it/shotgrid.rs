@@ -295,6 +295,7 @@ fn a_full_publish_gives_exactly_the_expected_entities_and_links() {
                 slots: 2,
                 retry_speedup: 1,
                 on_event: Arc::new(|_| {}),
+                retry_failed: false,
             },
         ))
         .unwrap();
@@ -1388,6 +1389,7 @@ fn a_site_down_longer_than_the_client_retries_fails_the_step_transiently_then_it
                 slots: 1,
                 retry_speedup: 1,
                 on_event: Arc::new(|_| {}),
+                retry_failed: false,
             },
         ))
         .unwrap();

@@ -92,6 +92,7 @@ fn msg(e: &Env, kind: StepKind, attempt: u32, step: Step) -> TaskMessage {
         graph_id: gid(),
         task_id: task_id(&gid(), kind, ""),
         attempt,
+        retries_from: 1,
         work_dir: e.work.clone(),
         step,
     }
