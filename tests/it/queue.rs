@@ -444,7 +444,10 @@ async fn dead_letters_keep_body_and_reasons_and_listing_loses_nothing() {
         .expect("requeued task");
     let back = TaskMessage::decode(&inc.body).unwrap();
     assert_eq!(back.task_id, valid.task_id);
-    assert_eq!(back.attempt, 1, "attempt reset");
+    // The next attempt (so it supersedes the dead one), opening a fresh round.
+    assert_eq!(back.attempt, valid.attempt + 1);
+    assert_eq!(back.retries_from, back.attempt, "a fresh round of retries");
+    assert_eq!(back.schema, 3);
     assert!(inc.header_str("x-iom-requeued").is_some());
     inc.ack().await.unwrap();
 }
