@@ -14,7 +14,14 @@
 //! - `BENCH_DIR`: where the work folders go (default: a temporary folder; point it
 //!   at the farm's shared storage to include its fsync latency);
 //! - `BENCH_BREAKDOWN`: operations timed one at a time for the cost breakdown,
-//!   default 1000 (0 skips it).
+//!   default 1000 (0 skips it);
+//! - `BENCH_END`: what stops the iom clock: `count` (default), the worker's count
+//!   of tasks succeeded reaching N (a task is counted once its completion record
+//!   is durable, just before its ack: the raw run's end point, the last ack), or
+//!   `status`, a thread polling every graph's status in the work folders (the
+//!   method of the runs before 2026-12-07; its reads compete with the work for
+//!   the 2 cores and the disk). Either way every graph's status is checked after
+//!   the clock stops.
 //!
 //! Per slot count and repetition, raw first, then iom:
 //! - **raw lapin**: a quorum queue declared by iom's own topology code (prefix
@@ -26,7 +33,7 @@
 //!   does not exist, so the step does nothing), work folders created beforehand,
 //!   submitted with `runtime::submit` over a `worker::BrokerTransport` (up to
 //!   `BENCH_WINDOW` graphs at once) while `worker::run` consumes in this process
-//!   with `slots`. Time: first submit → every graph's status is `Succeeded`. This
+//!   with `slots`. Time: first submit → the last task succeeded (`BENCH_END`). This
 //!   includes iom's work-folder writes (dispatch mark, attempt record, completion
 //!   record; the completion record is fsynced with its folder, the markers are
 //!   written atomically without fsync) and its task events.
@@ -115,6 +122,9 @@ struct Options {
     window: usize,
     dir: Option<PathBuf>,
     breakdown: usize,
+    /// Stop the iom clock by polling every graph's status (the method of the
+    /// runs before 2026-12-07) instead of the worker's count.
+    watch_status: bool,
 }
 
 impl Options {
@@ -147,6 +157,11 @@ impl Options {
             window,
             dir: std::env::var_os("BENCH_DIR").map(PathBuf::from),
             breakdown,
+            watch_status: match std::env::var("BENCH_END").as_deref() {
+                Ok("status") => true,
+                Ok("count") | Err(_) => false,
+                Ok(other) => bail!("BENCH_END={other:?}: expected count or status"),
+            },
         })
     }
 }
@@ -682,8 +697,12 @@ async fn iom_once(
     let start = CpuMark::now(broker_stat)?;
     let t0 = Instant::now();
     let watcher = {
-        let (works, abort) = (works.clone(), abort.clone());
-        tokio::task::spawn_blocking(move || watch(&works, &abort))
+        let (works, abort, stats) = (works.clone(), abort.clone(), stats.clone());
+        let status = opts.watch_status;
+        tokio::task::spawn_blocking(move || match status {
+            true => watch(&works, &abort),
+            false => count(&stats, works.len(), &abort),
+        })
     };
     let submitted = stream::iter(works.iter().map(anyhow::Ok))
         .try_for_each_concurrent(opts.window, |w| {
@@ -711,6 +730,22 @@ async fn iom_once(
     let (end, watcher_cpu) = watched?;
     let mut stop = CpuMark::now(broker_stat)?;
     stop.own -= watcher_cpu;
+    // Outside the clock: every graph succeeded, as its work folder records it.
+    let checked = works.clone();
+    tokio::task::spawn_blocking(move || {
+        checked.iter().try_for_each(|w| {
+            let s = w.status()?;
+            ensure!(
+                s.state == GraphState::Succeeded,
+                "graph {} is {:?} after the clock stopped: {:?}",
+                w.path().display(),
+                s.state,
+                s.tasks
+            );
+            Ok(())
+        })
+    })
+    .await??;
 
     let _ = stop_tx.send(());
     worker.await??;
@@ -759,6 +794,28 @@ async fn wait_for_consumer(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the worker has counted `n` tasks succeeded (each counted after its
+/// completion record is durable, before its ack), polling the counter every
+/// 100 µs. Returns when it saw `n` and this thread's CPU time, which the caller
+/// does not count.
+fn count(stats: &WorkerStats, n: usize, abort: &AtomicBool) -> anyhow::Result<(Instant, f64)> {
+    let cpu0 = thread_cpu()?;
+    let deadline = Instant::now() + RUN_LIMIT;
+    while (stats.succeeded.load(Ordering::Relaxed) as usize) < n {
+        ensure!(!abort.load(Ordering::SeqCst), "aborted");
+        let failed = stats.dead_lettered.load(Ordering::Relaxed);
+        ensure!(failed == 0, "{failed} task(s) dead-lettered");
+        ensure!(
+            Instant::now() < deadline,
+            "{} of {n} tasks done after {RUN_LIMIT:?}",
+            stats.succeeded.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let end = Instant::now();
+    Ok((end, thread_cpu()? - cpu0))
 }
 
 /// Polls the graphs' status in order until all succeeded (graphs finish roughly
