@@ -164,7 +164,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
             retry_failed: false,
         };
         let statuses = rt.block_on(embedded::run(works, ctx, opts))?;
-        print_statuses(&plan.graphs, &statuses, args.json)?;
+        print_statuses(settings, &plan.graphs, &statuses, args.json)?;
         return Ok(
             if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
                 exit::OK
@@ -205,7 +205,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
         return Ok(exit::OK);
     }
     let statuses = wait_all(&works, None)?;
-    print_statuses(&plan.graphs, &statuses, args.json)?;
+    print_statuses(settings, &plan.graphs, &statuses, args.json)?;
     Ok(
         if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
             exit::OK
@@ -247,7 +247,12 @@ fn wait_all(works: &[WorkDir], mut each: Option<OnPoll<'_>>) -> anyhow::Result<V
     }
 }
 
-fn print_statuses(graphs: &[Graph], statuses: &[GraphStatus], json: bool) -> anyhow::Result<()> {
+fn print_statuses(
+    settings: &Settings,
+    graphs: &[Graph],
+    statuses: &[GraphStatus],
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(statuses)?);
         return Ok(());
@@ -255,8 +260,35 @@ fn print_statuses(graphs: &[Graph], statuses: &[GraphStatus], json: bool) -> any
     for (g, s) in graphs.iter().zip(statuses) {
         print!("{}", g.tree(&|id| s.task(id).map(|t| t.state.to_string())));
         println!("=> {:?}\n", s.state);
+        retry_hint(settings, s);
     }
     Ok(())
+}
+
+/// Tells (on stderr) how to run a graph's failed tasks again once their cause is
+/// fixed: from the DLQ with a broker, from the work folder without.
+fn retry_hint(settings: &Settings, s: &GraphStatus) {
+    let failed: Vec<&str> = s
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.state, TaskState::Failed { .. }))
+        .map(|t| t.id.0.as_str())
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    if settings.broker.url.is_empty() {
+        eprintln!(
+            "iom: {} failed task(s) in {}; once the cause is fixed: iom resume {} --retry-failed",
+            failed.len(),
+            s.graph_id,
+            s.graph_id
+        );
+    } else {
+        for t in failed {
+            eprintln!("iom: {t} failed; once the cause is fixed: iom dlq requeue --task {t} --reset-attempt");
+        }
+    }
 }
 
 /// A publish named by work folder or graph id.
@@ -309,6 +341,7 @@ pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
     }
     if !args.json {
         println!("=> {:?}", status.state);
+        retry_hint(settings, &status);
     }
     Ok(match status.state {
         GraphState::Succeeded => exit::OK,
@@ -336,6 +369,7 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
             graph.tree(&|id| s[0].task(id).map(|t| t.state.to_string()))
         );
         println!("resumed in-process: {:?}", s[0].state);
+        retry_hint(settings, &s[0]);
         return Ok(if s[0].state == GraphState::Succeeded {
             exit::OK
         } else {

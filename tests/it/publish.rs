@@ -1036,7 +1036,7 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
     );
     let id = v[0]["graph_id"].as_str().unwrap().to_string();
 
-    // A plain resume has nothing to do for a failed task.
+    // A plain resume has nothing to do for a failed task, and says what would.
     let out = command(&p, "iom", "")
         .args(["resume", &id])
         .output()
@@ -1046,6 +1046,11 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
         Some(1),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    let hint = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        hint.contains(&format!("iom resume {id} --retry-failed")),
+        "{hint}"
     );
 
     // The cause "fixed" up to attempt 4: attempt 4 fails (1 of a fresh round),
