@@ -240,9 +240,11 @@ fn record_reported(work: &WorkDir, task: &TaskId, attempt: u32) -> Result<(), Br
     Ok(())
 }
 
-/// Requeues `task` on RabbitMQ as attempt `attempt` (a new attempt supersedes the
-/// recorded failure; a dead-lettered copy of the old attempt, if replayed later,
-/// is dropped as stale).
+/// Requeues `task` on RabbitMQ as attempt `attempt`, with a fresh round of
+/// retries (a wrangler's retry is a human's decision to run it again, like
+/// `iom dlq requeue --reset-attempt`). The new attempt supersedes the recorded
+/// failure; a dead-lettered copy of the old attempt, if replayed later, is
+/// dropped as stale.
 pub async fn requeue(
     settings: &Settings,
     work: &WorkDir,
@@ -257,7 +259,8 @@ pub async fn requeue(
     let graph = work.manifest()?;
     let msg = graph
         .message(task, attempt)
-        .ok_or_else(|| BridgeError::Usage(format!("no task {task} in graph {}", graph.id)))?;
+        .ok_or_else(|| BridgeError::Usage(format!("no task {task} in graph {}", graph.id)))?
+        .with_fresh_round();
     let cfg = BrokerConfig::from_settings(&settings.broker)?;
     let broker = Broker::connect(&cfg).await?;
     let r = async {

@@ -808,10 +808,17 @@ impl TaskMessage {
         let mut next = self.clone();
         next.attempt = self.attempt.saturating_add(1);
         if fresh_round {
-            next.retries_from = next.attempt;
+            return next.with_fresh_round();
         }
         next.schema = next.lowest_schema();
         next
+    }
+
+    /// This message opening a fresh round of retries at its attempt.
+    pub fn with_fresh_round(mut self) -> TaskMessage {
+        self.retries_from = self.attempt;
+        self.schema = self.lowest_schema();
+        self
     }
 }
 

@@ -323,9 +323,15 @@ impl Drop for Workers {
 
 /// Runs `iom <args>` for `p` and asserts that it succeeded.
 pub(super) fn iom_ok(p: &Project, args: &[&str]) -> std::process::Output {
-    let out = command(p, "iom", "").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
+    iom_exit(p, "", args, 0)
+}
+
+/// Runs `iom` with `IOM_FAULT=fault` and asserts its exit code.
+fn iom_exit(p: &Project, fault: &str, args: &[&str], code: i32) -> std::process::Output {
+    let out = command(p, "iom", fault).args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
         "iom {}: {}{}",
         args.join(" "),
         String::from_utf8_lossy(&out.stdout),
@@ -1004,49 +1010,30 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
     let sheet = p.delivery.join("scanlist_01.xlsx");
     let rows = [row(&p.delivery, &a, "ABC_0010")];
     iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
-    let copy_of = |v: &serde_json::Value| {
-        v["tasks"]
+    let sheet = sheet.to_str().unwrap();
+    let copy_of = |out: &std::process::Output| {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = if v.is_array() { v[0].clone() } else { v };
+        let copy = v["tasks"]
             .as_array()
             .unwrap()
             .iter()
             .find(|t| t["kind"] == "copy")
             .unwrap()
-            .clone()
+            .clone();
+        (v, copy)
     };
 
     // Every attempt of the first round fails (max_attempts 3).
-    let out = command(&p, "iom", "copy:transient:4")
-        .args(["publish", "--json"])
-        .arg(&sheet)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["state"], "failed");
-    let copy = copy_of(&v[0]);
-    assert_eq!(
-        (copy["state"].as_str(), copy["attempt"].as_u64()),
-        (Some("failed"), Some(3)),
-        "{copy:#}"
-    );
-    let id = v[0]["graph_id"].as_str().unwrap().to_string();
+    let out = iom_exit(&p, "copy:transient:4", &["publish", "--json", sheet], 1);
+    let (v, copy) = copy_of(&out);
+    assert_eq!(v["state"], "failed");
+    assert_eq!(copy["state"], "failed", "{copy:#}");
+    assert_eq!(copy["attempt"], 3, "{copy:#}");
+    let id = v["graph_id"].as_str().unwrap().to_string();
 
     // A plain resume has nothing to do for a failed task, and says what would.
-    let out = command(&p, "iom", "")
-        .args(["resume", &id])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = iom_exit(&p, "", &["resume", &id], 1);
     let hint = String::from_utf8_lossy(&out.stderr);
     assert!(
         hint.contains(&format!("iom resume {id} --retry-failed")),
@@ -1055,26 +1042,17 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
 
     // The cause "fixed" up to attempt 4: attempt 4 fails (1 of a fresh round),
     // attempt 5 succeeds, and register and cleanup follow.
-    let out = command(&p, "iom", "copy:transient:4")
-        .args(["resume", &id, "--retry-failed"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = iom_exit(
+        &p,
+        "copy:transient:4",
+        &["resume", &id, "--retry-failed"],
+        0,
     );
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("done #5"), "{text}");
-    let out = command(&p, "iom", "")
-        .args(["status", &id, "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (v, copy) = copy_of(&iom_exit(&p, "", &["status", &id, "--json"], 0));
     assert_eq!(v["state"], "succeeded", "{v:#}");
-    assert_eq!(copy_of(&v)["attempt"], 5, "{v:#}");
+    assert_eq!(copy["attempt"], 5, "{v:#}");
     let graph = WorkDir::open(&p.root.join(".iom/publishes").join(&id))
         .unwrap()
         .manifest()

@@ -621,8 +621,9 @@ fn bridge_mirrors_a_publish_and_tractor_follows_it_to_done() {
 #[test]
 fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
     let (_vh, p, eng, _bridge) = mirrored();
-    // The first copy attempt fails permanently (dead-lettered); the next succeeds.
-    let _w = Workers(vec![super::publish::spawn_worker(&p, "copy:permanent:1")]);
+    // Copy attempts 1 to 4 fail transiently: the first round (max_attempts 3)
+    // gives up and is dead-lettered.
+    let _w = Workers(vec![super::publish::spawn_worker(&p, "copy:transient:4")]);
     let graph = plate_graph(&p);
     let work = submit(&p, &graph);
     let copy = id_of(&graph, StepKind::Copy);
@@ -639,7 +640,7 @@ fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
     );
     let job = &jobs[0];
     assert!(
-        job.task(&copy).log.contains("injected permanent fault"),
+        job.task(&copy).log.contains("gave up after 3 attempts"),
         "{}",
         job.task(&copy).log
     );
@@ -653,13 +654,14 @@ fn a_failed_step_shows_red_and_a_retry_from_tractor_reruns_it_on_rabbitmq() {
     assert_eq!(iom_jobs(&p, &eng.addr(), &["wait", &jid]).0, 1);
     assert_eq!(iom_jobs(&p, &eng.addr(), &["status", &jid]).0, 1);
 
-    // A wrangler retries the task in Tractor.
+    // A wrangler retries the task in Tractor: attempt 4 opens a fresh round of
+    // retries, fails, and attempt 5 succeeds.
     let jobs = retry_in_tractor(&eng, job, &copy);
     let t = jobs[0].task(&copy);
     assert_eq!(t.runs, 2);
     assert_eq!(t.retrycount, 1);
     assert!(t.log.contains("requeued"), "{}", t.log);
-    assert!(t.log.contains("iom: done: attempt 2"), "{}", t.log);
+    assert!(t.log.contains("iom: done: attempt 5"), "{}", t.log);
     let s = work.status().unwrap();
     assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
     assert_eq!(eng.jobs().len(), 1);
