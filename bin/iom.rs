@@ -61,7 +61,8 @@ enum Command {
     /// Publish the checked rows of a scanlist: one task graph per group, run by the
     /// farm workers (broker configured) or in-process (no broker: the embedded default).
     Publish(PublishArgs),
-    /// Show a publish's task tree with states and times.
+    /// Show a publish's task tree with states and times, or list the project's
+    /// publishes.
     Status(StatusArgs),
     /// Re-publish whatever a crash left ready but undispatched; with
     /// --retry-failed, run the failed tasks again too.
@@ -123,10 +124,12 @@ fn parse_movie_frames(s: &str) -> Result<iom::config::MovieFrames, String> {
 
 #[derive(Args)]
 struct StatusArgs {
-    /// A publish: its graph id or its work folder.
-    publish: String,
+    /// A publish: its graph id or its work folder. Without it, every publish of
+    /// the project is listed, newest first, one line each (exit 1 if any failed,
+    /// 4 if any is still running).
+    publish: Option<String>,
     /// Keep watching until the publish finishes.
-    #[arg(long)]
+    #[arg(long, requires = "publish")]
     follow: bool,
     /// JSON output.
     #[arg(long)]

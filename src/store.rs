@@ -143,6 +143,45 @@ impl Classify for StoreError {
     }
 }
 
+/// The work folders of every publish under the project root `root`, whose
+/// work-folder template (`publish.work_dir`, relative to `root`) is `template`:
+/// the folders at the template's depth below its fixed leading part that hold a
+/// manifest, newest manifest first. A missing leading folder is no publish yet.
+pub fn list_work_dirs(root: &Path, template: &str) -> Result<Vec<WorkDir>, StoreError> {
+    let parts: Vec<&str> = template.split('/').filter(|c| !c.is_empty()).collect();
+    let fixed = parts.iter().take_while(|c| !c.contains('{')).count();
+    let mut level = vec![parts[..fixed]
+        .iter()
+        .fold(root.to_path_buf(), |p, c| p.join(c))];
+    for _ in fixed..parts.len() {
+        let mut next = Vec::new();
+        for dir in &level {
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("list", dir)(e)),
+            };
+            for e in entries {
+                let e = e.map_err(io_err("list", dir))?;
+                if e.file_type().map_err(io_err("list", dir))?.is_dir() {
+                    next.push(e.path());
+                }
+            }
+        }
+        level = next;
+    }
+    let mut found = Vec::new();
+    for dir in level {
+        if let Ok(m) = fs::metadata(dir.join(MANIFEST)) {
+            if m.is_file() {
+                found.push((m.mtime(), m.mtime_nsec(), WorkDir::open(&dir)?));
+            }
+        }
+    }
+    found.sort_by_key(|f| std::cmp::Reverse((f.0, f.1)));
+    Ok(found.into_iter().map(|(_, _, w)| w).collect())
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,

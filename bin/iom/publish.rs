@@ -315,8 +315,92 @@ fn open_publish(settings: &Settings, publish: &str) -> anyhow::Result<WorkDir> {
     })
 }
 
+/// One publish in `iom status`'s list.
+#[derive(serde::Serialize)]
+struct PublishLine {
+    graph_id: String,
+    state: GraphState,
+    shot: String,
+    version: u32,
+    /// When the publish was submitted (its manifest written), RFC 3339 UTC.
+    submitted: String,
+    tasks: usize,
+    succeeded: usize,
+    failed: usize,
+    running: usize,
+    work_dir: PathBuf,
+}
+
+/// `iom status` without a publish: every publish of the project, newest first.
+fn run_status_list(settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    let root = &settings.project.root;
+    let works = iom::store::list_work_dirs(root, &settings.publish.work_dir)?;
+    let mut lines = Vec::with_capacity(works.len());
+    for w in &works {
+        let (graph, status) = (w.manifest()?, w.status()?);
+        let count = |f: fn(&TaskState) -> bool| status.tasks.iter().filter(|t| f(&t.state)).count();
+        let submitted = std::fs::metadata(w.path().join("manifest.json"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(String::new, |d| {
+                iom::queue::rfc3339_utc(d.as_millis() as i64)
+            });
+        lines.push(PublishLine {
+            graph_id: graph.id.0.clone(),
+            state: status.state,
+            shot: graph.info.shot.clone(),
+            version: graph.info.version,
+            submitted,
+            tasks: status.tasks.len(),
+            succeeded: count(|s| matches!(s, TaskState::Succeeded { .. })),
+            failed: count(|s| matches!(s, TaskState::Failed { .. })),
+            running: count(|s| matches!(s, TaskState::Running { .. })),
+            work_dir: w.path().to_path_buf(),
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else if lines.is_empty() {
+        println!("no publishes under {}", root.display());
+    } else {
+        for l in &lines {
+            println!(
+                "{:<40} {:<10} {:>3}/{} done{}{}  {} v{:03}  {}",
+                l.graph_id,
+                format!("{:?}", l.state).to_lowercase(),
+                l.succeeded,
+                l.tasks,
+                if l.failed > 0 {
+                    format!(", {} failed", l.failed)
+                } else {
+                    String::new()
+                },
+                if l.running > 0 {
+                    format!(", {} running", l.running)
+                } else {
+                    String::new()
+                },
+                l.shot,
+                l.version,
+                l.submitted
+            );
+        }
+    }
+    Ok(if lines.iter().any(|l| l.state == GraphState::Failed) {
+        exit::ITEM_ERRORS
+    } else if lines.iter().any(|l| l.state == GraphState::Running) {
+        4
+    } else {
+        exit::OK
+    })
+}
+
 pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
-    let work = open_publish(settings, &args.publish)?;
+    let Some(publish) = args.publish.as_deref() else {
+        return run_status_list(settings, args.json);
+    };
+    let work = open_publish(settings, publish)?;
     let graph = work.manifest()?;
     let status = if args.follow {
         let mut last = String::new();

@@ -1011,6 +1011,9 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
     let rows = [row(&p.delivery, &a, "ABC_0010")];
     iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
     let sheet = sheet.to_str().unwrap();
+    let listed = iom_exit(&p, "", &["status"], 0);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.starts_with("no publishes under"), "{text}");
     let copy_of = |out: &std::process::Output| {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let v = if v.is_array() { v[0].clone() } else { v };
@@ -1031,6 +1034,17 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
     assert_eq!(copy["state"], "failed", "{copy:#}");
     assert_eq!(copy["attempt"], 3, "{copy:#}");
     let id = v["graph_id"].as_str().unwrap().to_string();
+    // `iom status` without a publish lists the project's publishes.
+    let listed = iom_exit(&p, "", &["status", "--json"], 1);
+    let list: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list:#}");
+    assert_eq!(list[0]["graph_id"], id.as_str());
+    assert_eq!(list[0]["state"], "failed");
+    assert_eq!(
+        (list[0]["failed"].as_u64(), list[0]["succeeded"].as_u64()),
+        (Some(1), Some(1)),
+        "{list:#}"
+    );
 
     // A plain resume has nothing to do for a failed task, and says what would.
     let out = iom_exit(&p, "", &["resume", &id], 1);
@@ -1053,6 +1067,12 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
     let (v, copy) = copy_of(&iom_exit(&p, "", &["status", &id, "--json"], 0));
     assert_eq!(v["state"], "succeeded", "{v:#}");
     assert_eq!(copy["attempt"], 5, "{v:#}");
+    let listed = iom_exit(&p, "", &["status"], 0);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.starts_with(&id) && text.contains("succeeded    4/4 done"),
+        "{text}"
+    );
     let graph = WorkDir::open(&p.root.join(".iom/publishes").join(&id))
         .unwrap()
         .manifest()

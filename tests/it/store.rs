@@ -483,3 +483,33 @@ fn dispatch_marks_are_names_of_the_manifest() {
         .unwrap()
         .contains("dispatch mark"));
 }
+
+#[test]
+fn the_publishes_of_a_project_are_found_by_the_work_folder_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let older = root.join("w/SEQA/g1");
+    WorkDir::create(&pipeline(&older)).unwrap();
+    // Manifest times a minute apart: the newest comes first.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(older.join("manifest.json"))
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    let newer = root.join("w/SEQB/g2");
+    WorkDir::create(&pipeline(&newer)).unwrap();
+    // Not publishes: a folder without a manifest, a file, one level too shallow.
+    std::fs::create_dir_all(root.join("w/SEQC/half")).unwrap();
+    std::fs::write(root.join("w/SEQC/stray.json"), "{}").unwrap();
+    WorkDir::create(&pipeline(&root.join("w/shallow"))).unwrap();
+
+    let found = iom::store::list_work_dirs(root, "w/{seq}/{graph}").unwrap();
+    let paths: Vec<&Path> = found.iter().map(|w| w.path()).collect();
+    assert_eq!(paths, vec![newer.as_path(), older.as_path()]);
+    // A project that has published nothing yet.
+    assert!(iom::store::list_work_dirs(root, ".iom/publishes/{graph}")
+        .unwrap()
+        .is_empty());
+}
