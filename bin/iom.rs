@@ -491,6 +491,10 @@ fn run_demo(mut settings: Settings, args: DemoArgs) -> anyhow::Result<u8> {
                 .join(&settings.tracker.local_dir)
                 .display()
         );
+        println!(
+            "look again: IOM__PROJECT__ROOT={} iom status   (one publish: iom status <graph-id>)",
+            settings.project.root.display()
+        );
     }
     Ok(code)
 }

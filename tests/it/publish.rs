@@ -1176,4 +1176,35 @@ fn the_demo_publishes_every_step_in_process() {
     assert!(mp4s >= 2, "review movies: {mp4s}\n{text}");
     assert!(jpgs >= 24, "JPEG proxies: {jpgs}\n{text}");
     assert!(dir.join("show/demo/.iom/tracker").is_dir(), "{text}");
+
+    // The command the demo prints to look again lists its publishes.
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("look again: IOM__PROJECT__ROOT="))
+        .unwrap_or_else(|| panic!("no look-again line:\n{text}"));
+    let root = line.split_whitespace().next().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iom"))
+        .args(["status", "--json"])
+        .current_dir(tmp.path())
+        .env("IOM__PROJECT__ROOT", root)
+        .env_remove("IOM__BROKER__URL")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.len() >= 2 && states.iter().all(|s| *s == "succeeded"),
+        "{list:#}"
+    );
 }
