@@ -124,10 +124,13 @@ fn parse_movie_frames(s: &str) -> Result<iom::config::MovieFrames, String> {
 
 #[derive(Args)]
 struct StatusArgs {
-    /// A publish: its graph id or its work folder. Without it, every publish of
-    /// the project is listed, newest first, one line each (exit 1 if any failed,
-    /// 4 if any is still running).
+    /// A publish: its graph id or its work folder. Without it, the project's
+    /// publishes are listed, newest first, one line each (exit 1 if one listed
+    /// failed, 4 if one is still running).
     publish: Option<String>,
+    /// With no publish: list at most this many (0: all).
+    #[arg(long, default_value_t = 50, conflicts_with = "publish")]
+    limit: usize,
     /// Keep watching until the publish finishes.
     #[arg(long, requires = "publish")]
     follow: bool,

@@ -332,9 +332,16 @@ struct PublishLine {
 }
 
 /// `iom status` without a publish: every publish of the project, newest first.
-fn run_status_list(settings: &Settings, json: bool) -> anyhow::Result<u8> {
+fn run_status_list(settings: &Settings, json: bool, limit: usize) -> anyhow::Result<u8> {
     let root = &settings.project.root;
-    let works = iom::store::list_work_dirs(root, &settings.publish.work_dir)?;
+    let mut works = iom::store::list_work_dirs(root, &settings.publish.work_dir)?;
+    let all = works.len();
+    if limit > 0 && all > limit {
+        works.truncate(limit);
+        if !json {
+            eprintln!("iom: the newest {limit} of {all} publishes (--limit 0 lists all)");
+        }
+    }
     let mut lines = Vec::with_capacity(works.len());
     for w in &works {
         let (graph, status) = (w.manifest()?, w.status()?);
@@ -398,7 +405,7 @@ fn run_status_list(settings: &Settings, json: bool) -> anyhow::Result<u8> {
 
 pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
     let Some(publish) = args.publish.as_deref() else {
-        return run_status_list(settings, args.json);
+        return run_status_list(settings, args.json, args.limit);
     };
     let work = open_publish(settings, publish)?;
     let graph = work.manifest()?;

@@ -1207,4 +1207,19 @@ fn the_demo_publishes_every_step_in_process() {
         states.len() >= 2 && states.iter().all(|s| *s == "succeeded"),
         "{list:#}"
     );
+    // The newest N only, and it says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_iom"))
+        .args(["status", "--limit", "1"])
+        .current_dir(tmp.path())
+        .env("IOM__PROJECT__ROOT", root)
+        .env_remove("IOM__BROKER__URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        told.contains(&format!("the newest 1 of {} publishes", states.len())),
+        "{told}"
+    );
 }
