@@ -1127,6 +1127,40 @@ fn resume_republishes_what_a_crashed_submit_left_undispatched() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("re-published 0 task(s)"));
 }
 
+/// With a broker, `iom resume --retry-failed` republishes a failed task as its
+/// next attempt (the farm's other way besides `iom dlq requeue`), and the failed
+/// graph's status says how to run it again.
+#[test]
+fn resume_retry_failed_with_a_broker_republishes_the_failed_task() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let (a, graph) = one_plate(&p, 32, 18, 3);
+    let work = submit(&p, &graph);
+    let _w = Workers(vec![spawn_worker(&p, "copy:permanent:1")]);
+    wait_for(&work, Duration::from_secs(60), "the copy to fail", |s| {
+        s.state == GraphState::Failed
+    });
+    let copy = format!("{}.copy", graph.id);
+    let out = iom_exit(&p, "", &["status", &graph.id.0], 1);
+    let hint = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        hint.contains(&format!("iom dlq requeue --task {copy} --reset-attempt")),
+        "{hint}"
+    );
+
+    let out = iom_ok(&p, &["resume", &graph.id.0, "--retry-failed"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("re-published 1 task(s)"), "{text}");
+    let s = wait_for(&work, Duration::from_secs(60), "graph success", |s| {
+        s.state == GraphState::Succeeded
+    });
+    match state_of(&s, StepKind::Copy) {
+        TaskState::Succeeded { attempt, .. } => assert_eq!(*attempt, 2),
+        other => panic!("{other:?}"),
+    }
+    assert_published(&a, &p.delivery, &graph);
+}
+
 /// The README's first command: `iom demo DIR` generates a delivery, scans it, names
 /// the shots, publishes them in-process with every step (proxies and review movies
 /// included) and leaves it all in DIR.
