@@ -1095,35 +1095,15 @@ fn resume_republishes_what_a_crashed_submit_left_undispatched() {
         .iter()
         .all(|t| t.state == TaskState::Waiting));
     let _w = Workers(vec![spawn_worker(&p, "")]);
-    let out = command(&p, "iom", "")
-        .args(["resume", &graph.id.0])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = iom_ok(&p, &["resume", &graph.id.0]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("re-published 1 task(s)"));
     // `status --follow` returns once the publish settles, with its exit code.
-    let out = command(&p, "iom", "")
-        .args(["status", "--follow", "--json", &graph.id.0])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = iom_ok(&p, &["status", "--follow", "--json", &graph.id.0]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["state"], "succeeded");
     assert_published(&a, &p.delivery, &graph);
     // Resuming a finished publish sends nothing.
-    let out = command(&p, "iom", "")
-        .args(["resume", &graph.id.0])
-        .output()
-        .unwrap();
+    let out = iom_ok(&p, &["resume", &graph.id.0]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("re-published 0 task(s)"));
 }
 
@@ -1217,20 +1197,21 @@ fn the_demo_publishes_every_step_in_process() {
         .find_map(|l| l.strip_prefix("look again: IOM__PROJECT__ROOT="))
         .unwrap_or_else(|| panic!("no look-again line:\n{text}"));
     let root = line.split_whitespace().next().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_iom"))
-        .args(["status", "--json"])
-        .current_dir(tmp.path())
-        .env("IOM__PROJECT__ROOT", root)
-        .env_remove("IOM__BROKER__URL")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_iom"))
+            .arg("status")
+            .args(args)
+            .current_dir(tmp.path())
+            .env("IOM__PROJECT__ROOT", root)
+            .env_remove("IOM__BROKER__URL")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        (out.stdout, err)
+    };
+    let (out, _) = status(&["--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let states: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -1242,16 +1223,8 @@ fn the_demo_publishes_every_step_in_process() {
         "{list:#}"
     );
     // The newest N only, and it says so.
-    let out = Command::new(env!("CARGO_BIN_EXE_iom"))
-        .args(["status", "--limit", "1"])
-        .current_dir(tmp.path())
-        .env("IOM__PROJECT__ROOT", root)
-        .env_remove("IOM__BROKER__URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
-    let told = String::from_utf8_lossy(&out.stderr);
+    let (out, told) = status(&["--limit", "1"]);
+    assert_eq!(String::from_utf8_lossy(&out).lines().count(), 1);
     assert!(
         told.contains(&format!("the newest 1 of {} publishes", states.len())),
         "{told}"
