@@ -1246,8 +1246,9 @@ impl Broker {
     /// Moves dead letters back to work: each valid task message (of `task_id`, or
     /// all when `None`) is republished, confirmed, to `<p>.tasks` with its kind's
     /// routing key as its next attempt ([`TaskMessage::requeued`]: a fresh round
-    /// of retries when `fresh_round`), then its dead copy is acked. Bodies that are not task messages this build can read (poison, other
-    /// schema versions) and other tasks stay in the DLQ. Returns how many moved.
+    /// of retries when `fresh_round`), then its dead copy is acked. Bodies that
+    /// are not task messages this build can read (poison, other schema versions)
+    /// and other tasks stay in the DLQ. Returns how many moved.
     pub async fn dlq_requeue(
         &self,
         task_id: Option<&str>,

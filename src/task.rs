@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 ///   is sent as the lowest version that can express it ([`Step::schema`]), so a
 ///   worker that speaks only 1 still runs everything else, and dead-letters a
 ///   frames copy ("upgrade the worker") instead of ignoring the field.
-/// - 3: a message may carry `retries_from` (`iom dlq requeue --reset-attempt`
-///   gave the task a fresh round of retries); sent only by such a requeue.
+/// - 3: a message may carry `retries_from` (the task was given a fresh round of
+///   retries: `iom dlq requeue --reset-attempt`, `iom resume --retry-failed`, a
+///   retry in Tractor); only such messages are sent as 3.
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// The oldest [`TaskMessage`] schema this code still reads.
@@ -703,7 +704,8 @@ pub struct TaskMessage {
     /// the one before it, which is what fences a stale attempt's late report.
     pub attempt: u32,
     /// The first attempt of the current round of retries: 1, or the attempt at
-    /// which `iom dlq requeue --reset-attempt` started a fresh round. A transient
+    /// which a human's re-run started a fresh round ([`TaskMessage::requeued`],
+    /// [`TaskMessage::with_fresh_round`]). A transient
     /// failure is retried while the round has attempts left
     /// ([`TaskMessage::attempts_in_round`] below `worker.max_attempts`). Left out
     /// of the JSON when 1, so such messages stay readable by schema-2 workers.
