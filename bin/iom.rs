@@ -38,7 +38,8 @@ mod exit {
         Settings are layered: built-in defaults, then the file given by --config \
         (or IOM_CONFIG, ./config/local.yml, /etc/iom/settings.yml), then IOM__SECTION__KEY \
         environment variables.\n\n\
-        Exit codes: 0 ok, 1 some items failed (listed), 2 bad usage or settings, 3 could not run."
+        Exit codes: 0 ok, 1 some items failed (listed), 2 bad usage or settings, 3 could not run, \
+        4 still running (status)."
 )]
 struct Cli {
     /// Settings file (YAML) layered over the defaults.
@@ -56,7 +57,8 @@ enum Command {
     /// Scan a delivery folder: find sequences and movies, read metadata, report gaps,
     /// make thumbnails and write scanlist_NN.xlsx.
     Scan(ScanArgs),
-    /// Generate a small sample delivery in DIR and scan it (the README's first command).
+    /// Generate a small sample delivery in DIR, scan it, name its shots and publish it
+    /// in-process (the README's first command).
     Demo(DemoArgs),
     /// Publish the checked rows of a scanlist: one task graph per group, run by the
     /// farm workers (broker configured) or in-process (no broker: the embedded default).
