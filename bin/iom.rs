@@ -496,9 +496,12 @@ fn run_demo(mut settings: Settings, args: DemoArgs) -> anyhow::Result<u8> {
                 .join(&settings.tracker.local_dir)
                 .display()
         );
+        // The binary by its path: after `deploy/demo.sh` it is not on PATH.
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("iom"));
         println!(
-            "look again: IOM__PROJECT__ROOT={} iom status   (one publish: iom status <graph-id>)",
-            settings.project.root.display()
+            "look again: IOM__PROJECT__ROOT={} {} status   (one publish: add its graph id)",
+            settings.project.root.display(),
+            exe.display()
         );
     }
     Ok(code)

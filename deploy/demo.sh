@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: install what is missing, build, and run the demo
-# (generate a sample delivery in DIR, scan it, write the scanlist).
+# (generate a sample delivery in DIR, scan it, write the scanlist, publish it
+# in-process and print what was published).
 # Usage: deploy/demo.sh [DIR]   (default ./iom-demo)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
