@@ -186,6 +186,9 @@ enum DlqCommand {
         /// retries (without it, a task that gave up gets one more try).
         #[arg(long)]
         reset_attempt: bool,
+        /// JSON output: the messages sent (task, graph, attempt, round).
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -1248,17 +1248,17 @@ impl Broker {
     /// routing key as its next attempt ([`TaskMessage::requeued`]: a fresh round
     /// of retries when `fresh_round`), then its dead copy is acked. Bodies that
     /// are not task messages this build can read (poison, other schema versions)
-    /// and other tasks stay in the DLQ. Returns how many moved.
+    /// and other tasks stay in the DLQ. Returns the messages sent, in order.
     pub async fn dlq_requeue(
         &self,
         task_id: Option<&str>,
         fresh_round: bool,
-    ) -> Result<usize, QueueError> {
+    ) -> Result<Vec<TaskMessage>, QueueError> {
         let publisher = self.publisher().await?;
         let ch = self.channel("dlq requeue").await?;
         let queue = self.names.dead_queue();
         let mut held = Vec::new();
-        let mut moved = 0usize;
+        let mut moved = Vec::new();
         let r: Result<(), QueueError> = async {
             while let Some(msg) = self.dlq_get(&ch, &queue).await? {
                 let d = &msg.delivery;
@@ -1276,8 +1276,8 @@ impl Broker {
                     return Err(e);
                 }
                 ack_with_timeout(&d.acker, self.cfg.confirm_timeout, &queue).await?;
-                moved += 1;
                 tracing::info!(task = %task.task_id, attempt = task.attempt, "dead letter requeued");
+                moved.push(task);
             }
             Ok(())
         }

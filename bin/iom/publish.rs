@@ -545,14 +545,44 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                 task,
                 all,
                 reset_attempt,
+                json,
             } => {
                 if task.is_none() && !all {
                     eprintln!("iom: say which: --task ID or --all");
                     return anyhow::Ok(exit::USAGE);
                 }
-                let n = broker.dlq_requeue(task.as_deref(), reset_attempt).await?;
-                println!("requeued {n} task(s)");
-                exit::OK
+                let sent = broker.dlq_requeue(task.as_deref(), reset_attempt).await?;
+                if json {
+                    let v: Vec<_> = sent
+                        .iter()
+                        .map(|m| {
+                            serde_json::json!({
+                                "task_id": m.task_id.0,
+                                "graph_id": m.graph_id.0,
+                                "attempt": m.attempt,
+                                "retries_from": m.retries_from,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    for m in &sent {
+                        let round = if m.retries_from == m.attempt {
+                            ", a fresh round of retries"
+                        } else {
+                            ""
+                        };
+                        println!("requeued {} as attempt {}{round}", m.task_id, m.attempt);
+                    }
+                    println!("requeued {} task(s)", sent.len());
+                }
+                match task {
+                    Some(t) if sent.is_empty() => {
+                        eprintln!("iom: no dead letter of task {t} (see iom dlq list)");
+                        exit::ITEM_ERRORS
+                    }
+                    _ => exit::OK,
+                }
             }
         };
         broker.close().await;

@@ -717,7 +717,12 @@ fn a_requeue_runs_the_next_attempt_and_a_reset_gives_a_fresh_round_of_retries() 
     assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
 
     // A plain requeue: attempt 4 runs once, fails, and is final again.
-    iom_ok(&p, &["dlq", "requeue", "--task", &copy]);
+    let out = iom_ok(&p, &["dlq", "requeue", "--task", &copy]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("requeued {copy} as attempt 4\n")),
+        "{text}"
+    );
     let reason = failed_at(4, "the requeued attempt 4 to fail");
     assert!(reason.starts_with("gave up after 4 attempts"), "{reason}");
     let dead = dlq_list(&p);
@@ -725,7 +730,31 @@ fn a_requeue_runs_the_next_attempt_and_a_reset_gives_a_fresh_round_of_retries() 
 
     // A reset: attempt 5 opens a fresh round, fails, is retried as attempt 6
     // (the fault covers 1 to 5), which succeeds.
-    iom_ok(&p, &["dlq", "requeue", "--task", &copy, "--reset-attempt"]);
+    let out = iom_ok(
+        &p,
+        &[
+            "dlq",
+            "requeue",
+            "--task",
+            &copy,
+            "--reset-attempt",
+            "--json",
+        ],
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &sent[0]["task_id"],
+            &sent[0]["attempt"],
+            &sent[0]["retries_from"]
+        ),
+        (
+            &serde_json::json!(copy),
+            &serde_json::json!(5),
+            &serde_json::json!(5)
+        ),
+        "{sent:#}"
+    );
     let s = wait_for(
         &work,
         Duration::from_secs(60),
@@ -738,6 +767,13 @@ fn a_requeue_runs_the_next_attempt_and_a_reset_gives_a_fresh_round_of_retries() 
     }
     assert!(dlq_list(&p).is_empty());
     assert_published(&a, &p.delivery, &graph);
+    // Nothing of that task is left to requeue: a script learns it from the exit code.
+    let out = iom_exit(&p, "", &["dlq", "requeue", "--task", &copy], 1);
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        told.contains(&format!("no dead letter of task {copy}")),
+        "{told}"
+    );
 }
 
 /// Records the events a runtime call sends; sends nothing else.

@@ -432,8 +432,17 @@ async fn dead_letters_keep_body_and_reasons_and_listing_loses_nothing() {
     assert_eq!(b.dlq_list(1).await.unwrap().len(), 1, "limit honoured");
 
     // Requeue by another id moves nothing; requeue all moves the valid task only.
-    assert_eq!(b.dlq_requeue(Some("no-such-task"), false).await.unwrap(), 0);
-    assert_eq!(b.dlq_requeue(None, true).await.unwrap(), 1);
+    assert!(b
+        .dlq_requeue(Some("no-such-task"), false)
+        .await
+        .unwrap()
+        .is_empty());
+    let moved = b.dlq_requeue(None, true).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        (moved[0].task_id.clone(), moved[0].attempt),
+        (valid.task_id.clone(), 5)
+    );
     let left = b.dlq_list(10).await.unwrap();
     assert_eq!(left.len(), 1, "{left:#?}");
     assert_eq!(left[0].body, poison, "the poison body stays");
