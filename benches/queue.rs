@@ -798,7 +798,8 @@ async fn wait_for_consumer(
 
 /// Waits until the worker has counted `n` tasks succeeded (each counted after its
 /// completion record is durable, before its ack), polling the counter every
-/// millisecond (0.1 % of a 1 s run; faster polling only takes CPU from the work). Returns when it saw `n` and this thread's CPU time, which the caller
+/// millisecond (0.1 % of a 1 s run; faster polling only takes CPU from the
+/// work). Returns when it saw `n` and this thread's CPU time, which the caller
 /// does not count.
 fn count(stats: &WorkerStats, n: usize, abort: &AtomicBool) -> anyhow::Result<(Instant, f64)> {
     let cpu0 = thread_cpu()?;

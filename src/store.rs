@@ -146,8 +146,12 @@ impl Classify for StoreError {
 /// The work folders of every publish under the project root `root`, whose
 /// work-folder template (`publish.work_dir`, relative to `root`) is `template`:
 /// the folders at the template's depth below its fixed leading part that hold a
-/// manifest, newest manifest first. A missing leading folder is no publish yet.
-pub fn list_work_dirs(root: &Path, template: &str) -> Result<Vec<WorkDir>, StoreError> {
+/// manifest, newest manifest first, each with its manifest's time (when the
+/// publish was submitted). A missing leading folder is no publish yet.
+pub fn list_work_dirs(
+    root: &Path,
+    template: &str,
+) -> Result<Vec<(WorkDir, SystemTime)>, StoreError> {
     let parts: Vec<&str> = template.split('/').filter(|c| !c.is_empty()).collect();
     let fixed = parts.iter().take_while(|c| !c.contains('{')).count();
     let mut level = vec![parts[..fixed]
@@ -174,12 +178,13 @@ pub fn list_work_dirs(root: &Path, template: &str) -> Result<Vec<WorkDir>, Store
     for dir in level {
         if let Ok(m) = fs::metadata(dir.join(MANIFEST)) {
             if m.is_file() {
-                found.push((m.mtime(), m.mtime_nsec(), WorkDir::open(&dir)?));
+                let at = m.modified().map_err(io_err("read", &dir))?;
+                found.push((WorkDir::open(&dir)?, at));
             }
         }
     }
-    found.sort_by_key(|f| std::cmp::Reverse((f.0, f.1)));
-    Ok(found.into_iter().map(|(_, _, w)| w).collect())
+    found.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+    Ok(found)
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -713,6 +718,17 @@ impl GraphStatus {
     pub fn task(&self, id: &TaskId) -> Option<&TaskStatus> {
         self.tasks.iter().find(|t| &t.id == id)
     }
+
+    /// The tasks whose failure stands, each with the attempt that failed.
+    pub fn failed(&self) -> Vec<(&TaskId, u32)> {
+        self.tasks
+            .iter()
+            .filter_map(|t| match t.state {
+                TaskState::Failed { attempt, .. } => Some((&t.id, attempt)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1149,14 +1165,12 @@ impl WorkDir {
     /// since), each with the attempt that failed: what `iom resume
     /// --retry-failed` runs again.
     pub fn failed_attempts(&self) -> Result<Vec<(TaskId, u32)>, StoreError> {
-        let graph = self.manifest()?;
-        let mut out = Vec::new();
-        for n in &graph.nodes {
-            if let TaskState::Failed { attempt, .. } = self.task_state(&n.id)? {
-                out.push((n.id.clone(), attempt));
-            }
-        }
-        Ok(out)
+        let status = self.status()?;
+        Ok(status
+            .failed()
+            .into_iter()
+            .map(|(id, attempt)| (id.clone(), attempt))
+            .collect())
     }
 
     // -- helpers ------------------------------------------------------------

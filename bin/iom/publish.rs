@@ -268,12 +268,7 @@ fn print_statuses(
 /// Tells (on stderr) how to run a graph's failed tasks again once their cause is
 /// fixed: from the DLQ with a broker, from the work folder without.
 fn retry_hint(settings: &Settings, s: &GraphStatus) {
-    let failed: Vec<&str> = s
-        .tasks
-        .iter()
-        .filter(|t| matches!(t.state, TaskState::Failed { .. }))
-        .map(|t| t.id.0.as_str())
-        .collect();
+    let failed: Vec<&str> = s.failed().iter().map(|(id, _)| id.0.as_str()).collect();
     if failed.is_empty() {
         return;
     }
@@ -343,16 +338,13 @@ fn run_status_list(settings: &Settings, json: bool, limit: usize) -> anyhow::Res
         }
     }
     let mut lines = Vec::with_capacity(works.len());
-    for w in &works {
+    for (w, at) in &works {
         let (graph, status) = (w.manifest()?, w.status()?);
         let count = |f: fn(&TaskState) -> bool| status.tasks.iter().filter(|t| f(&t.state)).count();
-        let submitted = std::fs::metadata(w.path().join("manifest.json"))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or_else(String::new, |d| {
-                iom::queue::rfc3339_utc(d.as_millis() as i64)
-            });
+        let submitted = at.duration_since(std::time::UNIX_EPOCH).map_or_else(
+            |_| String::new(),
+            |d| iom::queue::rfc3339_utc(d.as_millis() as i64),
+        );
         lines.push(PublishLine {
             graph_id: graph.id.0.clone(),
             state: status.state,
@@ -361,7 +353,7 @@ fn run_status_list(settings: &Settings, json: bool, limit: usize) -> anyhow::Res
             submitted,
             tasks: status.tasks.len(),
             succeeded: count(|s| matches!(s, TaskState::Succeeded { .. })),
-            failed: count(|s| matches!(s, TaskState::Failed { .. })),
+            failed: status.failed().len(),
             running: count(|s| matches!(s, TaskState::Running { .. })),
             work_dir: w.path().to_path_buf(),
         });

@@ -506,7 +506,7 @@ fn the_publishes_of_a_project_are_found_by_the_work_folder_template() {
     WorkDir::create(&pipeline(&root.join("w/shallow"))).unwrap();
 
     let found = iom::store::list_work_dirs(root, "w/{seq}/{graph}").unwrap();
-    let paths: Vec<&Path> = found.iter().map(|w| w.path()).collect();
+    let paths: Vec<&Path> = found.iter().map(|(w, _)| w.path()).collect();
     assert_eq!(paths, vec![newer.as_path(), older.as_path()]);
     // A project that has published nothing yet.
     assert!(iom::store::list_work_dirs(root, ".iom/publishes/{graph}")
