@@ -977,6 +977,21 @@ pub fn plan(
     plan_inner(&numbered, settings, opts, existing_versions)
 }
 
+/// The scanlist column an explicit version came from: none when `--version`
+/// set it.
+fn version_column(opts: &PlanOptions) -> Option<&'static str> {
+    opts.version_override.is_none().then_some("version")
+}
+
+/// How to ask for the next free version instead of an existing one.
+fn next_version_hint(opts: &PlanOptions) -> &'static str {
+    if opts.version_override.is_some() {
+        "drop --version for the next one"
+    } else {
+        "leave `version` empty for the next one"
+    }
+}
+
 /// [`plan`] with the sheet row number of each row given (header = row 1).
 pub fn plan_numbered(
     rows: &[(usize, Row)],
@@ -1029,12 +1044,15 @@ fn plan_inner(
     let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
     for &(line, row) in rows {
         if !row.check {
-            skipped.push(format!(
-                "row {line}: not checked ({} {} {})",
+            let what: Vec<&str> = [
                 row.shot_name.trim(),
                 row.seq_type.trim(),
-                row.scan_name
-            ));
+                row.scan_name.trim(),
+            ]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+            skipped.push(format!("row {line}: not checked ({})", what.join(" ")));
             continue;
         }
         match validate_row(line, row, settings, delivery_root.as_deref()) {
@@ -1107,13 +1125,14 @@ fn plan_inner(
                 if tracker.contains(&v) && !opts.force {
                     errors.push(RowError {
                         row: first.line,
-                        column: Some("version"),
+                        column: version_column(opts),
                         message: format!(
                             "version {} of {} {} is already registered in the tracker; publish as \
-                             a new version (leave `version` empty for the next one) or pass --force",
+                             a new version ({}) or pass --force",
                             version_label(v),
                             first.shot,
-                            first.seq_type
+                            first.seq_type,
+                            next_version_hint(opts)
                         ),
                     });
                 }
@@ -1193,14 +1212,15 @@ fn plan_inner(
             } else {
                 errors.push(RowError {
                     row: first.line,
-                    column: Some("version"),
+                    column: version_column(opts),
                     message: format!(
                         "version {} of {} {} already exists at {}; publish as a new version \
-                         (leave `version` empty for the next one) or pass --force",
+                         ({}) or pass --force",
                         version_label(p.version),
                         first.shot,
                         first.seq_type,
-                        paths.output.frames_dir.display()
+                        paths.output.frames_dir.display(),
+                        next_version_hint(opts)
                     ),
                 });
             }

@@ -312,6 +312,26 @@ fn an_existing_version_needs_force() {
     ));
     assert!(errs[0].message.contains("tracker"), "{errs:?}");
     assert!(plan(std::slice::from_ref(&r), &f.settings, &forced, &|_| vec![9]).is_ok());
+
+    // An existing version asked for with --version: the error names the flag,
+    // not a scanlist column the user never typed into.
+    r.version = None;
+    let by_flag = PlanOptions {
+        version_override: Some(3),
+        ..f.opts()
+    };
+    let errs = row_errors(plan(
+        std::slice::from_ref(&r),
+        &f.settings,
+        &by_flag,
+        &|_| vec![3],
+    ));
+    assert_eq!(errs.len(), 2, "tracker and folder: {errs:?}");
+    for e in &errs {
+        assert_eq!(e.column, None, "{e:?}");
+        assert!(e.message.contains("drop --version"), "{e:?}");
+        assert!(!e.message.contains("leave `version` empty"), "{e:?}");
+    }
 }
 
 #[test]
