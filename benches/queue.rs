@@ -836,7 +836,7 @@ fn watch(works: &[WorkDir], abort: &AtomicBool) -> anyhow::Result<(Instant, f64)
         let status = works[next].status()?;
         match status.state {
             GraphState::Succeeded => next += 1,
-            GraphState::Failed => bail!(
+            GraphState::Failed | GraphState::Interrupted => bail!(
                 "graph {} failed: {:?}",
                 works[next].path().display(),
                 status.tasks

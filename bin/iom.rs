@@ -27,6 +27,11 @@ mod exit {
     pub const USAGE: u8 = 2;
     /// The command could not run (delivery missing, scanlist not writable …).
     pub const FATAL: u8 = 3;
+    /// `iom status`: the publish is still running.
+    pub const RUNNING: u8 = 4;
+    /// An in-process publish was stopped (Ctrl-C, SIGTERM) before it finished;
+    /// `iom resume` continues it.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Parser)]
@@ -39,7 +44,7 @@ mod exit {
         (or IOM_CONFIG, ./config/local.yml, /etc/iom/settings.yml), then IOM__SECTION__KEY \
         environment variables.\n\n\
         Exit codes: 0 ok, 1 some items failed (listed), 2 bad usage or settings, 3 could not run, \
-        4 still running (status)."
+        4 still running (status), 130 interrupted (Ctrl-C: `iom resume <id>` continues it)."
 )]
 struct Cli {
     /// Settings file (YAML) layered over the defaults.
@@ -383,17 +388,17 @@ fn print_report(report: &ScanReport, json: bool) -> anyhow::Result<()> {
     }
     let s = &report.summary;
     println!(
-        "scanned {}: {} sequences, {} movies, {} frames, {} missing frames in {} sequences, {} bad frames, {} rows, {} errors, {} warnings",
+        "scanned {}: {}, {}, {}, {} in {}, {}, {}, {}, {}",
         report.delivery.display(),
-        s.sequences,
-        s.movies,
-        s.frames,
-        s.missing_frames,
-        s.sequences_with_gaps,
-        s.bad_frames,
-        s.rows,
-        s.errors,
-        s.warnings
+        counted(s.sequences, "sequence"),
+        counted(s.movies, "movie"),
+        counted(s.frames, "frame"),
+        counted(s.missing_frames, "missing frame"),
+        counted(s.sequences_with_gaps, "sequence"),
+        counted(s.bad_frames, "bad frame"),
+        counted(s.rows, "row"),
+        counted(s.errors, "error"),
+        counted(s.warnings, "warning"),
     );
     if let Some(p) = &report.scanlist {
         println!("scanlist: {}", p.display());
@@ -543,4 +548,14 @@ fn run_sample(args: SampleArgs) -> anyhow::Result<u8> {
     };
     println!("{}", dir.display());
     Ok(exit::OK)
+}
+
+/// `1 movie`, `2 movies`.
+fn counted(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }

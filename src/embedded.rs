@@ -4,6 +4,8 @@
 //! in-memory channel; a retry is a timer; a dead letter is a failure record and a
 //! log line.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +81,29 @@ pub struct EmbeddedOptions {
     pub on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync>,
     /// Also run the graphs' failed tasks again ([`runtime::retry_failed`]).
     pub retry_failed: bool,
+    /// Resolves when the run is to stop early (the CLI: Ctrl-C or SIGTERM). No
+    /// task starts after it; the running ones get `grace` to finish and are then
+    /// cancelled ([`RuntimeCtx::cancel`]). The graphs are then
+    /// [`GraphState::Interrupted`](crate::store::GraphState::Interrupted), and
+    /// the next run (`iom resume`) sends what was left again.
+    pub stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// How long running tasks may take to finish after `stop`.
+    pub grace: Duration,
+}
+
+impl EmbeddedOptions {
+    /// `slots` concurrent tasks, events to `on_event`, production retry delays,
+    /// no early stop.
+    pub fn new(slots: usize, on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync>) -> EmbeddedOptions {
+        EmbeddedOptions {
+            slots,
+            retry_speedup: 1,
+            on_event,
+            retry_failed: false,
+            stop: None,
+            grace: Duration::from_secs(120),
+        }
+    }
 }
 
 /// Why an in-process run could not complete.
@@ -90,24 +115,58 @@ pub enum EmbeddedError {
     /// The runtime failed in a way that would, on a broker, redeliver the task.
     #[error("{0}")]
     Runtime(String),
+    /// Another process runs this graph in-process now.
+    #[error("publish {graph} is running in another iom process (it holds {lock}); wait for it to finish, or stop it (Ctrl-C) and run `iom resume {graph}`")]
+    Busy {
+        /// The graph.
+        graph: String,
+        /// Its lock file.
+        lock: std::path::PathBuf,
+    },
 }
 
 impl crate::error::Classify for EmbeddedError {
     fn class(&self) -> ErrorClass {
         match self {
             EmbeddedError::Store(e) => e.class(),
-            EmbeddedError::Runtime(_) => ErrorClass::Transient,
+            EmbeddedError::Runtime(_) | EmbeddedError::Busy { .. } => ErrorClass::Transient,
         }
     }
 }
 
 /// Runs the graphs whose work folders are given (already created) until every
-/// task is terminal; returns each graph's final status.
+/// task is terminal, or until `opts.stop`; returns each graph's final status.
+///
+/// Each graph's in-process lock ([`WorkDir::lock_in_process`]) is held for the
+/// run, so two processes never run one graph in-process at once. A graph an
+/// earlier in-process run left unfinished (interrupted, killed) continues: what
+/// that run had queued in memory, or started and not finished, is sent again
+/// ([`runtime::resend_orphans`]), the second as its next attempt.
 pub async fn run(
     works: Vec<WorkDir>,
     ctx: Arc<RuntimeCtx>,
-    opts: EmbeddedOptions,
+    mut opts: EmbeddedOptions,
 ) -> Result<Vec<GraphStatus>, EmbeddedError> {
+    let mut locks = Vec::with_capacity(works.len());
+    for w in &works {
+        let wd = w.clone();
+        let lock = tokio::task::spawn_blocking(move || wd.lock_in_process())
+            .await
+            .map_err(|e| EmbeddedError::Runtime(e.to_string()))??;
+        match lock {
+            Some(l) => locks.push(l),
+            None => {
+                return Err(EmbeddedError::Busy {
+                    graph: w
+                        .path()
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    lock: w.in_process_lock_path(),
+                })
+            }
+        }
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<TaskMessage>();
     let pending = Arc::new(AtomicUsize::new(0));
     let local = Arc::new(Local {
@@ -117,6 +176,9 @@ pub async fn run(
         retry_speedup: opts.retry_speedup,
     });
     for w in &works {
+        runtime::resend_orphans(w, &ctx, local.as_ref())
+            .await
+            .map_err(|e| EmbeddedError::Runtime(e.to_string()))?;
         runtime::submit(w, &ctx, local.as_ref())
             .await
             .map_err(|e| EmbeddedError::Runtime(e.to_string()))?;
@@ -129,12 +191,18 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(opts.slots.max(1)));
     let mut running = tokio::task::JoinSet::new();
     let mut failures: Vec<String> = Vec::new();
+    let mut stop = opts.stop.take();
+    let mut stopping = false;
     loop {
-        if pending.load(Ordering::SeqCst) == 0 && running.is_empty() {
+        if running.is_empty() && (stopping || pending.load(Ordering::SeqCst) == 0) {
             break;
         }
         tokio::select! {
-            Some(msg) = rx.recv() => {
+            () = async { stop.as_mut().expect("guarded").await }, if stop.is_some() && !stopping => {
+                stopping = true;
+                tracing::info!(running = running.len(), grace = ?opts.grace, "stopping: no new tasks");
+            }
+            Some(msg) = rx.recv(), if !stopping => {
                 let permit = slots.clone().acquire_owned().await.map_err(|e| EmbeddedError::Runtime(e.to_string()))?;
                 let (ctx, local, pending) = (ctx.clone(), local.clone(), pending.clone());
                 running.spawn(async move {
@@ -163,7 +231,25 @@ pub async fn run(
             }
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
+        if stopping {
+            // Running tasks get the grace period, then are asked to stop (a
+            // cancelled step records nothing; its next run starts over).
+            let drained = tokio::time::timeout(opts.grace, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(
+                    running = running.len(),
+                    "grace period over: cancelling the running steps"
+                );
+                ctx.cancel.store(true, Ordering::SeqCst);
+                while running.join_next().await.is_some() {}
+            }
+        }
     }
+    // Release the locks first: a graph left unfinished is then `Interrupted`.
+    drop(locks);
     let mut out = Vec::new();
     for w in works {
         out.push(

@@ -89,6 +89,10 @@ pub enum RuntimeError {
     /// A publish (child, retry, dead letter) failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The step was stopped because this process is shutting down
+    /// ([`RuntimeCtx::cancel`]): nothing was recorded, the task runs again.
+    #[error("the step was stopped because this process is shutting down; it runs again on its next delivery")]
+    ShuttingDown,
 }
 
 impl Classify for RuntimeError {
@@ -96,6 +100,7 @@ impl Classify for RuntimeError {
         match self {
             RuntimeError::Store(e) => e.class(),
             RuntimeError::Transport(e) => e.class(),
+            RuntimeError::ShuttingDown => ErrorClass::Transient,
         }
     }
 }
@@ -235,6 +240,11 @@ pub async fn handle<T: Transport>(
             transport.event(&ev).await;
             dispatch_children(&work, &graph, &msg.task_id, ctx, transport).await?;
             Ok(Outcome::Succeeded)
+        }
+        Err(StepError::Cancelled) if ctx.cancel.load(std::sync::atomic::Ordering::SeqCst) => {
+            // Not the step's failure: no retry is spent and nothing is recorded.
+            tracing::warn!(task = %msg.task_id, attempt = msg.attempt, "step stopped by shutdown");
+            Err(RuntimeError::ShuttingDown)
         }
         Err(e) => {
             let class = e.class();
@@ -487,6 +497,30 @@ pub async fn retry_failed<T: Transport>(
         .iter()
         .filter_map(|(id, attempt)| graph.message(id, *attempt))
         .map(|m| m.requeued(true))
+        .collect();
+    publish_confirmed(work, msgs, ctx, transport).await
+}
+
+/// Sends again what a stopped in-process run left on its in-memory queue
+/// ([`WorkDir::orphaned_in_process`]; call it holding the graph's in-process
+/// lock): a task that was queued as attempt 1, a task that had started as its
+/// next attempt with a fresh round of retries (the start that never finished is
+/// superseded, as by a DLQ requeue). Returns the tasks sent.
+pub async fn resend_orphans<T: Transport>(
+    work: &WorkDir,
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<Vec<TaskId>, RuntimeError> {
+    let (graph, orphans) = blocking(work.clone(), |w| {
+        Ok((w.manifest()?, w.orphaned_in_process()?))
+    })
+    .await?;
+    let msgs = orphans
+        .iter()
+        .filter_map(|(id, started)| match started {
+            None => graph.message(id, 1),
+            Some(attempt) => graph.message(id, *attempt).map(|m| m.requeued(true)),
+        })
         .collect();
     publish_confirmed(work, msgs, ctx, transport).await
 }

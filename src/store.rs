@@ -61,6 +61,8 @@ const FAILED: &str = "failed";
 const CLAIMS: &str = "claims";
 const DISPATCHED: &str = "dispatched";
 const TMP: &str = "tmp";
+/// Held (`flock`) by the process that runs the graph in-process (embedded).
+const IN_PROCESS_LOCK: &str = "in-process.lock";
 
 /// Longest task id accepted as a file name (file names stop at 255 bytes; this
 /// leaves room for suffixes and temporary-name decorations).
@@ -185,6 +187,29 @@ pub fn list_work_dirs(
     }
     found.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
     Ok(found)
+}
+
+/// The in-process run lock of a work folder ([`WorkDir::lock_in_process`]),
+/// held until dropped.
+#[derive(Debug)]
+pub struct InProcessLock {
+    _file: File,
+}
+
+/// `flock(op | LOCK_NB)`: `Ok(false)` when another open file holds a
+/// conflicting lock.
+fn try_flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor this `File` owns for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -684,6 +709,22 @@ pub enum GraphState {
     Succeeded,
     /// At least one task failed for good.
     Failed,
+    /// Not finished, and the in-process (embedded) run that ran it has stopped
+    /// (interrupted, killed, or the machine went down): nothing runs it until
+    /// `iom resume`.
+    Interrupted,
+}
+
+impl GraphState {
+    /// `running`, `succeeded`, `failed`, `interrupted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphState::Running => "running",
+            GraphState::Succeeded => "succeeded",
+            GraphState::Failed => "failed",
+            GraphState::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// One task in a [`GraphStatus`].
@@ -1052,8 +1093,18 @@ impl WorkDir {
     /// Per task: a completion → `Succeeded`; else a failure not followed by a
     /// newer attempt → `Failed`; else a started attempt → `Running`; else a
     /// dispatch mark → `Dispatched`; else `Waiting`. The graph has `Succeeded`
-    /// when every task has, `Failed` when any task has failed, else `Running`.
+    /// when every task has, `Failed` when any task has failed, else `Running`, or
+    /// `Interrupted` when an in-process run ran it and has stopped
+    /// ([`WorkDir::lock_in_process`]).
     pub fn status(&self) -> Result<GraphStatus, StoreError> {
+        self.status_with(true)
+    }
+
+    /// [`WorkDir::status`]; `probe_lock: false` never reports `Interrupted` and
+    /// does not touch the in-process lock: what the process holding the lock
+    /// must use (on NFS `flock` is a POSIX lock, which any close of the file by
+    /// the same process releases).
+    fn status_with(&self, probe_lock: bool) -> Result<GraphStatus, StoreError> {
         let graph = self.manifest()?;
         let mut tasks = Vec::with_capacity(graph.nodes.len());
         for n in &graph.nodes {
@@ -1075,6 +1126,8 @@ impl WorkDir {
             .any(|t| matches!(t.state, TaskState::Failed { .. }))
         {
             GraphState::Failed
+        } else if probe_lock && self.in_process_run_stopped()? {
+            GraphState::Interrupted
         } else {
             GraphState::Running
         };
@@ -1170,6 +1223,99 @@ impl WorkDir {
             .failed()
             .into_iter()
             .map(|(id, attempt)| (id.clone(), attempt))
+            .collect())
+    }
+
+    /// Takes the in-process run lock of this work folder for an embedded run:
+    /// an exclusive `flock` on `in-process.lock`. `Ok(None)` when another process
+    /// holds it (its run is still going). The lock goes when the guard is dropped
+    /// or the process ends, however it ends; the file stays, and tells
+    /// [`WorkDir::status`] that an in-process run ran this graph, so a graph left
+    /// unfinished with the lock free is [`GraphState::Interrupted`].
+    pub fn lock_in_process(&self) -> Result<Option<InProcessLock>, StoreError> {
+        let path = self.dir.join(IN_PROCESS_LOCK);
+        loop {
+            // Read-write: on NFS `flock` is a POSIX lock, and an exclusive one
+            // needs a file open for writing.
+            match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(file) => {
+                    let held = try_flock(&file, libc::LOCK_EX).map_err(io_err("lock", &path))?;
+                    return Ok(held.then_some(InProcessLock { _file: file }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("open", &path)(e)),
+            }
+            // The first in-process run: the file is locked before it has its
+            // name, so nobody finds it unlocked while the run starts.
+            let tmp = self.temp(IN_PROCESS_LOCK);
+            if let Some(parent) = tmp.parent() {
+                fs::create_dir_all(parent).map_err(io_err("create folder", parent))?;
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io_err("create", &tmp))?;
+            let locked = try_flock(&file, libc::LOCK_EX);
+            let linked = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            locked.map_err(io_err("lock", &tmp))?;
+            match linked {
+                Ok(()) => return Ok(Some(InProcessLock { _file: file })),
+                // Another run named its own first: lock that one.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("create", &path)(e)),
+            }
+        }
+    }
+
+    /// `in-process.lock` of this work folder.
+    pub fn in_process_lock_path(&self) -> PathBuf {
+        self.dir.join(IN_PROCESS_LOCK)
+    }
+
+    /// Whether an in-process run ran this graph and none runs it now (the lock
+    /// file exists and nobody holds it).
+    pub fn in_process_run_stopped(&self) -> Result<bool, StoreError> {
+        let path = self.dir.join(IN_PROCESS_LOCK);
+        match File::open(&path) {
+            // Shared: two probes never block each other; closing releases it.
+            Ok(file) => try_flock(&file, libc::LOCK_SH).map_err(io_err("lock", &path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("open", &path)(e)),
+        }
+    }
+
+    /// Hands the graph from the in-process runner to the farm (`iom resume` with
+    /// a broker): removes the lock file, so an unfinished graph shows `Running`
+    /// again, not `Interrupted`. `Ok(false)` (nothing removed) when an in-process
+    /// run holds it.
+    pub fn forget_in_process(&self) -> Result<bool, StoreError> {
+        let Some(_held) = self.lock_in_process()? else {
+            return Ok(false);
+        };
+        let path = self.dir.join(IN_PROCESS_LOCK);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(io_err("remove", &path)(e)),
+        }
+    }
+
+    /// What a stopped in-process run left on its in-memory queue: tasks queued
+    /// (`None`) or started and never finished (`Some(latest attempt)`). Nothing
+    /// else will run them; the next in-process run sends them again. Call it
+    /// holding the lock.
+    pub fn orphaned_in_process(&self) -> Result<Vec<(TaskId, Option<u32>)>, StoreError> {
+        Ok(self
+            .status_with(false)?
+            .tasks
+            .into_iter()
+            .filter_map(|t| match t.state {
+                TaskState::Dispatched => Some((t.id, None)),
+                TaskState::Running { attempt, .. } => Some((t.id, Some(attempt))),
+                _ => None,
+            })
             .collect())
     }
 

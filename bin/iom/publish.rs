@@ -1,7 +1,9 @@
 //! `iom publish | status | resume | dlq`: glue between the CLI and the library's
 //! planner, work folders, runtime, embedded runner and queue.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,21 +159,14 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
                 );
             }
         });
-        let opts = EmbeddedOptions {
-            slots: settings.worker.slots.into(),
-            retry_speedup: 1,
-            on_event,
-            retry_failed: false,
-        };
-        let statuses = rt.block_on(embedded::run(works, ctx, opts))?;
+        let opts = embedded_options(settings, on_event, false);
+        let statuses = rt.block_on(async {
+            let mut opts = opts;
+            opts.stop = Some(interrupt(&ctx));
+            embedded::run(works, ctx, opts).await
+        })?;
         print_statuses(settings, &plan.graphs, &statuses, args.json)?;
-        return Ok(
-            if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
-                exit::OK
-            } else {
-                exit::ITEM_ERRORS
-            },
-        );
+        return Ok(exit_code(&statuses));
     }
     let cfg = BrokerConfig::from_settings(&settings.broker)?;
     rt.block_on(async {
@@ -215,11 +210,56 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
     )
 }
 
-/// True when nothing more can happen without an operator: succeeded, or failed
-/// with nothing running or queued.
+/// The options of an in-process run from the settings.
+fn embedded_options(
+    settings: &Settings,
+    on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync>,
+    retry_failed: bool,
+) -> EmbeddedOptions {
+    let mut opts = EmbeddedOptions::new(settings.worker.slots.into(), on_event);
+    opts.retry_failed = retry_failed;
+    opts.grace = Duration::from_secs(settings.worker.shutdown_grace_secs);
+    opts
+}
+
+/// Ctrl-C or SIGTERM during an in-process run: the first resolves the returned
+/// future (no new task starts; the running ones finish), a second stops the
+/// running steps now. Call it inside the runtime.
+fn interrupt(ctx: &Arc<RuntimeCtx>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        worker::signal_shutdown().await;
+        eprintln!(
+            "iom: interrupted: no new tasks start; waiting for the running ones to finish \
+             (Ctrl-C again to stop them now)"
+        );
+        let _ = tx.send(());
+        worker::signal_shutdown().await;
+        eprintln!("iom: stopping the running steps");
+        cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    Box::pin(async move {
+        let _ = rx.await;
+    })
+}
+
+/// 0 when every graph succeeded, 130 when one was interrupted, else 1.
+fn exit_code(statuses: &[GraphStatus]) -> u8 {
+    if statuses.iter().all(|s| s.state == GraphState::Succeeded) {
+        exit::OK
+    } else if statuses.iter().any(|s| s.state == GraphState::Interrupted) {
+        exit::INTERRUPTED
+    } else {
+        exit::ITEM_ERRORS
+    }
+}
+
+/// True when nothing more can happen without an operator: succeeded, failed
+/// with nothing running or queued, or interrupted.
 fn settled(s: &GraphStatus) -> bool {
     match s.state {
-        GraphState::Succeeded => true,
+        GraphState::Succeeded | GraphState::Interrupted => true,
         GraphState::Failed => !s
             .tasks
             .iter()
@@ -255,11 +295,13 @@ fn print_statuses(
 ) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(statuses)?);
+        // The hints go to stderr: scripts read stdout, people the terminal.
+        statuses.iter().for_each(|s| retry_hint(settings, s));
         return Ok(());
     }
     for (g, s) in graphs.iter().zip(statuses) {
         print!("{}", g.tree(&|id| s.task(id).map(|t| t.state.to_string())));
-        println!("=> {:?}\n", s.state);
+        println!("=> {}\n", s.state.as_str());
         retry_hint(settings, s);
     }
     Ok(())
@@ -268,6 +310,12 @@ fn print_statuses(
 /// Tells (on stderr) how to run a graph's failed tasks again once their cause is
 /// fixed: from the DLQ with a broker, from the work folder without.
 fn retry_hint(settings: &Settings, s: &GraphStatus) {
+    if s.state == GraphState::Interrupted {
+        eprintln!(
+            "iom: {} was interrupted before it finished; to continue it: iom resume {}",
+            s.graph_id, s.graph_id
+        );
+    }
     let failed: Vec<&str> = s.failed().iter().map(|(id, _)| id.0.as_str()).collect();
     if failed.is_empty() {
         return;
@@ -367,7 +415,7 @@ fn run_status_list(settings: &Settings, json: bool, limit: usize) -> anyhow::Res
             println!(
                 "{:<40} {:<10} {:>3}/{} done{}{}  {} v{:03}  {}",
                 l.graph_id,
-                format!("{:?}", l.state).to_lowercase(),
+                l.state.as_str(),
                 l.succeeded,
                 l.tasks,
                 if l.failed > 0 {
@@ -375,7 +423,9 @@ fn run_status_list(settings: &Settings, json: bool, limit: usize) -> anyhow::Res
                 } else {
                     String::new()
                 },
-                if l.running > 0 {
+                if l.running > 0 && l.state == GraphState::Interrupted {
+                    format!(", {} stopped unfinished", l.running)
+                } else if l.running > 0 {
                     format!(", {} running", l.running)
                 } else {
                     String::new()
@@ -386,13 +436,18 @@ fn run_status_list(settings: &Settings, json: bool, limit: usize) -> anyhow::Res
             );
         }
     }
-    Ok(if lines.iter().any(|l| l.state == GraphState::Failed) {
-        exit::ITEM_ERRORS
-    } else if lines.iter().any(|l| l.state == GraphState::Running) {
-        4
-    } else {
-        exit::OK
-    })
+    Ok(
+        if lines
+            .iter()
+            .any(|l| matches!(l.state, GraphState::Failed | GraphState::Interrupted))
+        {
+            exit::ITEM_ERRORS
+        } else if lines.iter().any(|l| l.state == GraphState::Running) {
+            exit::RUNNING
+        } else {
+            exit::OK
+        },
+    )
 }
 
 pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
@@ -423,13 +478,13 @@ pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
         );
     }
     if !args.json {
-        println!("=> {:?}", status.state);
+        println!("=> {}", status.state.as_str());
         retry_hint(settings, &status);
     }
     Ok(match status.state {
         GraphState::Succeeded => exit::OK,
-        GraphState::Failed => exit::ITEM_ERRORS,
-        GraphState::Running => 4,
+        GraphState::Failed | GraphState::Interrupted => exit::ITEM_ERRORS,
+        GraphState::Running => exit::RUNNING,
     })
 }
 
@@ -439,25 +494,27 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
     let rt = tokio_rt()?;
     let ctx = runtime_ctx(settings)?;
     if settings.broker.url.is_empty() {
-        let opts = EmbeddedOptions {
-            slots: settings.worker.slots.into(),
-            retry_speedup: 1,
-            on_event: Arc::new(|_| {}),
-            retry_failed: args.retry_failed,
-        };
-        let s = rt.block_on(embedded::run(vec![work.clone()], ctx, opts))?;
+        let opts = embedded_options(settings, Arc::new(|_| {}), args.retry_failed);
+        let s = rt.block_on(async {
+            let mut opts = opts;
+            opts.stop = Some(interrupt(&ctx));
+            embedded::run(vec![work.clone()], ctx, opts).await
+        })?;
         let graph = work.manifest()?;
         print!(
             "{}",
             graph.tree(&|id| s[0].task(id).map(|t| t.state.to_string()))
         );
-        println!("resumed in-process: {:?}", s[0].state);
+        println!("resumed in-process: {}", s[0].state.as_str());
         retry_hint(settings, &s[0]);
-        return Ok(if s[0].state == GraphState::Succeeded {
-            exit::OK
-        } else {
-            exit::ITEM_ERRORS
-        });
+        return Ok(exit_code(&s));
+    }
+    if !work.forget_in_process()? {
+        anyhow::bail!(
+            "{} is running in another iom process (it holds {}); wait for it to finish, or stop it first",
+            args.publish,
+            work.in_process_lock_path().display()
+        );
     }
     let cfg = BrokerConfig::from_settings(&settings.broker)?;
     let graph = work.manifest()?;

@@ -113,12 +113,7 @@ pub(super) fn run_embedded(p: &Project, graphs: &[Graph]) -> Vec<GraphStatus> {
     rt.block_on(embedded::run(
         works,
         ctx(&p.settings),
-        EmbeddedOptions {
-            slots: 2,
-            retry_speedup: 1,
-            on_event: Arc::new(|_| {}),
-            retry_failed: false,
-        },
+        EmbeddedOptions::new(2, Arc::new(|_| {})),
     ))
     .unwrap()
 }
@@ -1117,6 +1112,156 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
     assert!(!tracker_docs(&p.root).is_empty(), "register ran");
 }
 
+/// Starts `iom publish --json` (embedded) of one plate with `fault`, and waits
+/// until its copy has started. Returns the process, the work folder and the plate.
+fn embedded_publish_until_copy_runs(p: &Project, fault: &str) -> (Child, WorkDir, PlateSpec) {
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let sheet = p.delivery.join("scanlist_01.xlsx");
+    let rows = [row(&p.delivery, &a, "ABC_0010")];
+    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
+    let child = command(p, "iom", fault)
+        .args(["publish", "--json"])
+        .arg(&sheet)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let publishes = p.root.join(".iom/publishes");
+    let t0 = Instant::now();
+    let work = loop {
+        let found = std::fs::read_dir(&publishes)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| WorkDir::open(&e.unwrap().path()).ok());
+        if let Some(w) = found {
+            break w;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no work folder");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    wait_for(&work, Duration::from_secs(30), "copy running", |s| {
+        matches!(state_of(s, StepKind::Copy), TaskState::Running { .. })
+    });
+    (child, work, a)
+}
+
+fn sigterm(child: &Child) {
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Ctrl-C (here SIGTERM) stops an in-process publish cleanly: the running copy
+/// finishes, nothing new starts, the exit code is 130 and the publish shows
+/// `interrupted` with the command that continues it. While it ran, a second
+/// process could not run the same publish; `iom resume` then finishes it.
+#[test]
+fn cli_embedded_publish_stops_on_sigterm_and_resume_finishes_it() {
+    let p = project("probe, copy, register, cleanup", None);
+    let (mut child, work, a) = embedded_publish_until_copy_runs(&p, "copy:sleep_ms:1500");
+    let id = work.manifest().unwrap().id.0;
+
+    // A second run of the same publish is refused while the first holds it.
+    let out = iom_exit(&p, "", &["resume", &id], 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("running in another iom process"), "{err}");
+    assert_eq!(work.status().unwrap().state, GraphState::Running);
+
+    sigterm(&child);
+    let st = wait_exit(&mut child, Duration::from_secs(30), "iom publish to stop");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(st.code(), Some(130), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "interrupted", "{v:#}");
+    assert!(err.contains(&format!("iom resume {id}")), "{err}");
+    // The running copy was let finish; register never started.
+    let s = work.status().unwrap();
+    assert_eq!(s.state, GraphState::Interrupted);
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Copy),
+            TaskState::Succeeded { attempt: 1, .. }
+        ),
+        "{s:#?}"
+    );
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Register),
+            TaskState::Dispatched | TaskState::Waiting
+        ),
+        "{s:#?}"
+    );
+    let out = iom_exit(&p, "", &["status", &id], 1);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("=> interrupted"),
+        "{out:?}"
+    );
+    let listed = iom_exit(&p, "", &["status", "--json"], 1);
+    let list: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(list[0]["state"], "interrupted", "{list:#}");
+
+    // The resume sends what the stopped run had queued, and the graph finishes.
+    let out = iom_exit(&p, "", &["resume", &id], 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("resumed in-process: succeeded"), "{text}");
+    let s = work.status().unwrap();
+    assert_eq!(s.state, GraphState::Succeeded);
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Register),
+            TaskState::Succeeded { attempt: 1, .. }
+        ),
+        "{s:#?}"
+    );
+    assert_published(&a, &p.delivery, &work.manifest().unwrap());
+    assert!(!tracker_docs(&p.root).is_empty(), "register ran");
+}
+
+/// A second Ctrl-C stops the running step at once: nothing is recorded for it
+/// (no failure, no retry spent), and the resume runs it again as its next
+/// attempt.
+#[test]
+fn cli_embedded_second_sigterm_stops_the_running_step_and_resume_reruns_it() {
+    let p = project("probe, copy, cleanup", None);
+    let (mut child, work, a) = embedded_publish_until_copy_runs(&p, "copy:sleep_ms:60000");
+    let id = work.manifest().unwrap().id.0;
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm(&child);
+    let st = wait_exit(&mut child, Duration::from_secs(20), "iom publish to stop");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(st.code(), Some(130), "{err}");
+    assert!(err.contains("stopping the running steps"), "{err}");
+    let s = work.status().unwrap();
+    assert_eq!(s.state, GraphState::Interrupted, "{s:#?}");
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Copy),
+            TaskState::Running { attempt: 1, .. }
+        ),
+        "no failure recorded for a stopped step: {s:#?}"
+    );
+
+    let out = iom_exit(&p, "", &["resume", &id], 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("done #2"), "{text}");
+    let s = work.status().unwrap();
+    assert_eq!(s.state, GraphState::Succeeded);
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Copy),
+            TaskState::Succeeded { attempt: 2, .. }
+        ),
+        "{s:#?}"
+    );
+    assert_published(&a, &p.delivery, &work.manifest().unwrap());
+}
+
 #[test]
 fn resume_republishes_what_a_crashed_submit_left_undispatched() {
     let vh = Vhost::new();
@@ -1197,8 +1342,8 @@ fn the_demo_publishes_every_step_in_process() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "iom demo failed:\n{text}");
-    assert!(text.contains("=> Succeeded"), "{text}");
-    assert!(!text.contains("=> Failed"), "{text}");
+    assert!(text.contains("=> succeeded"), "{text}");
+    assert!(!text.contains("=> failed"), "{text}");
     for kind in ["proxy", "review", "register"] {
         assert!(
             text.contains(&format!(".{kind}  [done")),

@@ -291,12 +291,7 @@ fn a_full_publish_gives_exactly_the_expected_entities_and_links() {
         .block_on(embedded::run(
             works,
             super::publish::ctx(&p.settings),
-            EmbeddedOptions {
-                slots: 2,
-                retry_speedup: 1,
-                on_event: Arc::new(|_| {}),
-                retry_failed: false,
-            },
+            EmbeddedOptions::new(2, Arc::new(|_| {})),
         ))
         .unwrap();
     for s in &statuses {
@@ -1385,12 +1380,7 @@ fn a_site_down_longer_than_the_client_retries_fails_the_step_transiently_then_it
         .block_on(embedded::run(
             works,
             super::publish::ctx(&p.settings),
-            EmbeddedOptions {
-                slots: 1,
-                retry_speedup: 1,
-                on_event: Arc::new(|_| {}),
-                retry_failed: false,
-            },
+            EmbeddedOptions::new(1, Arc::new(|_| {})),
         ))
         .unwrap();
     let s = &statuses[0];

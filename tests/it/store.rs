@@ -513,3 +513,62 @@ fn the_publishes_of_a_project_are_found_by_the_work_folder_template() {
         .unwrap()
         .is_empty());
 }
+
+/// The in-process lock: one holder at a time; while it is held the graph runs,
+/// once it is free an unfinished graph is `Interrupted`, and what the stopped run
+/// had queued or started is what the next run sends again. Handing the graph to
+/// a broker removes the lock file, and it runs again as far as status goes.
+#[test]
+fn a_graph_whose_in_process_run_stopped_is_interrupted_until_it_is_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = pipeline(tmp.path());
+    let w = WorkDir::create(&g).unwrap();
+    let (probe, copy) = (tid(&g, StepKind::Probe), tid(&g, StepKind::Copy));
+    // Never run in-process: an unfinished graph is just running.
+    assert_eq!(w.status().unwrap().state, GraphState::Running);
+    assert!(!w.in_process_run_stopped().unwrap());
+
+    let held = w.lock_in_process().unwrap().expect("free");
+    let other = WorkDir::open(w.path()).unwrap();
+    assert!(other.lock_in_process().unwrap().is_none(), "one holder");
+    assert!(!other.forget_in_process().unwrap(), "not while held");
+    w.complete(&record(&probe, 1, "h")).unwrap();
+    w.mark_dispatched(&copy).unwrap();
+    assert_eq!(other.status().unwrap().state, GraphState::Running);
+    assert_eq!(
+        w.orphaned_in_process().unwrap(),
+        vec![(copy.clone(), None)],
+        "queued, not started"
+    );
+    assert!(matches!(
+        w.begin_attempt(&copy, 2, "h").unwrap(),
+        Begin::Run
+    ));
+    assert_eq!(
+        w.orphaned_in_process().unwrap(),
+        vec![(copy.clone(), Some(2))]
+    );
+    drop(held);
+
+    // The run is gone (its lock with it): interrupted.
+    assert!(other.in_process_run_stopped().unwrap());
+    assert_eq!(other.status().unwrap().state, GraphState::Interrupted);
+    // A resume takes the lock again: running.
+    let again = other.lock_in_process().unwrap().expect("free again");
+    assert_eq!(w.status().unwrap().state, GraphState::Running);
+    drop(again);
+    // A finished graph is never interrupted.
+    for n in &g.nodes {
+        w.complete(&record(&n.id, 2, "h")).unwrap();
+    }
+    assert_eq!(w.status().unwrap().state, GraphState::Succeeded);
+
+    // Handed to a broker: the lock file goes.
+    let g2 = graph_of(&tmp.path().join("other"), &[(StepKind::Probe, &[])]);
+    let w2 = WorkDir::create(&g2).unwrap();
+    drop(w2.lock_in_process().unwrap().unwrap());
+    assert_eq!(w2.status().unwrap().state, GraphState::Interrupted);
+    assert!(w2.forget_in_process().unwrap());
+    assert!(!w2.in_process_lock_path().exists());
+    assert_eq!(w2.status().unwrap().state, GraphState::Running);
+}
