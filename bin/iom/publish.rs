@@ -138,7 +138,18 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
     }
     let mut works = Vec::new();
     for g in &plan.graphs {
-        works.push(WorkDir::create(g)?);
+        let w = WorkDir::create(g)?;
+        // The same rows and version planned again: the same graph, whose failed
+        // tasks this publish runs again (the user fixed the cause and published
+        // again, as they would after any failure).
+        let failed = w.failed_attempts()?.len();
+        if failed > 0 {
+            eprintln!(
+                "iom: {} was published before and {failed} task(s) failed; running them again",
+                g.id
+            );
+        }
+        works.push(w);
     }
     let embedded_mode = args.embedded || settings.broker.url.is_empty();
     let rt = tokio_rt()?;
@@ -159,7 +170,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
                 );
             }
         });
-        let opts = embedded_options(settings, on_event, false);
+        let opts = embedded_options(settings, on_event, true);
         let statuses = rt.block_on(async {
             let mut opts = opts;
             opts.stop = Some(interrupt(&ctx));
@@ -173,8 +184,19 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
         let broker = Broker::connect(&cfg).await?;
         broker.declare_topology().await?;
         let transport = BrokerTransport::open(&broker, ctx.worker.clone()).await?;
+        // Nothing is sent while one of the graphs runs in another process.
         for w in &works {
-            let sent = runtime::submit(w, &ctx, &transport).await?;
+            if !w.forget_in_process()? {
+                anyhow::bail!(
+                    "{} is running in another iom process (it holds {}); wait for it to finish, or stop it first",
+                    w.manifest()?.id,
+                    w.in_process_lock_path().display()
+                );
+            }
+        }
+        for w in &works {
+            let mut sent = runtime::submit(w, &ctx, &transport).await?;
+            sent.extend(runtime::retry_failed(w, &ctx, &transport).await?);
             if !args.json {
                 println!(
                     "submitted {} ({} task(s) queued); work folder {}",

@@ -113,7 +113,8 @@ fn sequence(
             list.push_str(&format!("; and {more} more"));
         }
         return Err(StepError::permanent(format!(
-            "{pat}: {} bad source frame(s): {list}",
+            "{pat}: {} bad source frame(s): {list}; have them re-delivered (then run the \
+             task again), or leave them out with just_in/just_out in the scanlist",
             bad.len()
         )));
     }

@@ -1262,6 +1262,53 @@ fn cli_embedded_second_sigterm_stops_the_running_step_and_resume_reruns_it() {
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
 }
 
+/// Publishing the same rows again after a failure (the cause fixed) plans the
+/// same graph and runs its failed tasks again; nothing that succeeded is redone.
+#[test]
+fn cli_embedded_publishing_again_reruns_the_failed_tasks() {
+    let p = project("probe, copy, cleanup", None);
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let sheet = p.delivery.join("scanlist_01.xlsx");
+    let rows = [row(&p.delivery, &a, "ABC_0010")];
+    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
+    let sheet = sheet.to_str().unwrap();
+    let out = iom_exit(&p, "copy:permanent:1", &["publish", "--json", sheet], 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "failed", "{v:#}");
+    let id = v[0]["graph_id"].as_str().unwrap().to_string();
+
+    let out = iom_exit(&p, "", &["publish", "--json", sheet], 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{id} was published before and 1 task(s) failed")),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v[0]["graph_id"].as_str(), &v[0]["state"]),
+        (Some(id.as_str()), &serde_json::json!("succeeded")),
+        "{v:#}"
+    );
+    let work = WorkDir::open(&p.root.join(".iom/publishes").join(&id)).unwrap();
+    let s = work.status().unwrap();
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Copy),
+            TaskState::Succeeded { attempt: 2, .. }
+        ),
+        "{s:#?}"
+    );
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Probe),
+            TaskState::Succeeded { attempt: 1, .. }
+        ),
+        "the probe is not redone: {s:#?}"
+    );
+    assert_published(&a, &p.delivery, &work.manifest().unwrap());
+}
+
 #[test]
 fn resume_republishes_what_a_crashed_submit_left_undispatched() {
     let vh = Vhost::new();
@@ -1320,6 +1367,51 @@ fn resume_retry_failed_with_a_broker_republishes_the_failed_task() {
         other => panic!("{other:?}"),
     }
     assert_published(&a, &p.delivery, &graph);
+}
+
+/// With a broker too, publishing the same rows again sends the failed task
+/// again, as its next attempt.
+#[test]
+fn publishing_again_with_a_broker_reruns_the_failed_task() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    let sheet = p.delivery.join("scanlist_01.xlsx");
+    let rows = [row(&p.delivery, &a, "ABC_0010")];
+    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
+    let sheet = sheet.to_str().unwrap();
+    let _w = Workers(vec![spawn_worker(&p, "copy:permanent:1")]);
+    let out = iom_ok(&p, &["publish", "--json", sheet]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v[0]["graph_id"].as_str().unwrap().to_string();
+    let work = WorkDir::open(&p.root.join(".iom/publishes").join(&id)).unwrap();
+    wait_for(&work, Duration::from_secs(60), "the copy to fail", |s| {
+        s.state == GraphState::Failed
+    });
+
+    let out = iom_ok(&p, &["publish", sheet]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("{id} was published before and 1 task(s) failed"))
+            && text.contains("(1 task(s) queued)"),
+        "{text}"
+    );
+    let s = wait_for(&work, Duration::from_secs(60), "graph success", |s| {
+        s.state == GraphState::Succeeded
+    });
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Copy),
+            TaskState::Succeeded { attempt: 2, .. }
+        ),
+        "{s:#?}"
+    );
+    assert_published(&a, &p.delivery, &work.manifest().unwrap());
 }
 
 /// The README's first command: `iom demo DIR` generates a delivery, scans it, names
