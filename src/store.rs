@@ -1218,7 +1218,8 @@ impl WorkDir {
     /// since), each with the attempt that failed: what `iom resume
     /// --retry-failed` runs again.
     pub fn failed_attempts(&self) -> Result<Vec<(TaskId, u32)>, StoreError> {
-        let status = self.status()?;
+        // Called by an in-process run holding the lock: no lock probe.
+        let status = self.status_with(false)?;
         Ok(status
             .failed()
             .into_iter()
