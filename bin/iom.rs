@@ -67,11 +67,16 @@ enum Command {
     Demo(DemoArgs),
     /// Publish the checked rows of a scanlist: one task graph per group, run by the
     /// farm workers (broker configured) or in-process (no broker: the embedded default).
+    ///
+    /// In-process, Ctrl-C starts no new task and lets the running ones finish (a second
+    /// Ctrl-C stops them); `iom resume <graph-id>` continues. Publishing the same rows
+    /// again after a failure runs the failed tasks again.
     Publish(PublishArgs),
     /// Show a publish's task tree with states and times, or list the project's
     /// publishes.
     Status(StatusArgs),
-    /// Re-publish whatever a crash left ready but undispatched; with
+    /// Continue a publish: re-publish whatever a crash left ready but undispatched
+    /// (in-process: also what an interrupted run had queued or started); with
     /// --retry-failed, run the failed tasks again too.
     Resume(ResumeArgs),
     /// Inspect and replay the dead-letter queue.
