@@ -760,6 +760,24 @@ impl GraphStatus {
         self.tasks.iter().find(|t| &t.id == id)
     }
 
+    /// How `iom status` shows a task: its state, except that in an interrupted
+    /// graph a task that was running or queued says the stopped run left it.
+    pub fn label(&self, id: &TaskId) -> Option<String> {
+        let t = self.task(id)?;
+        Some(match (self.state, &t.state) {
+            (
+                GraphState::Interrupted,
+                TaskState::Running {
+                    attempt, worker, ..
+                },
+            ) => {
+                format!("cut off #{attempt} on {worker}; runs again on resume")
+            }
+            (GraphState::Interrupted, TaskState::Dispatched) => "not run; runs on resume".into(),
+            (_, state) => state.to_string(),
+        })
+    }
+
     /// The tasks whose failure stands, each with the attempt that failed.
     pub fn failed(&self) -> Vec<(&TaskId, u32)> {
         self.tasks

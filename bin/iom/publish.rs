@@ -322,7 +322,7 @@ fn print_statuses(
         return Ok(());
     }
     for (g, s) in graphs.iter().zip(statuses) {
-        print!("{}", g.tree(&|id| s.task(id).map(|t| t.state.to_string())));
+        print!("{}", g.tree(&|id| s.label(id)));
         println!("=> {}\n", s.state.as_str());
         retry_hint(settings, s);
     }
@@ -481,7 +481,7 @@ pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
     let status = if args.follow {
         let mut last = String::new();
         let mut show = |ss: &[GraphStatus]| {
-            let text = graph.tree(&|id| ss[0].task(id).map(|t| t.state.to_string()));
+            let text = graph.tree(&|id| ss[0].label(id));
             if text != last && !args.json {
                 println!("{text}");
                 last = text;
@@ -494,10 +494,7 @@ pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else if !args.follow {
-        print!(
-            "{}",
-            graph.tree(&|id| status.task(id).map(|t| t.state.to_string()))
-        );
+        print!("{}", graph.tree(&|id| status.label(id)));
     }
     if !args.json {
         println!("=> {}", status.state.as_str());
@@ -523,10 +520,7 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
             embedded::run(vec![work.clone()], ctx, opts).await
         })?;
         let graph = work.manifest()?;
-        print!(
-            "{}",
-            graph.tree(&|id| s[0].task(id).map(|t| t.state.to_string()))
-        );
+        print!("{}", graph.tree(&|id| s[0].label(id)));
         println!("resumed in-process: {}", s[0].state.as_str());
         retry_hint(settings, &s[0]);
         return Ok(exit_code(&s));

@@ -1196,9 +1196,10 @@ fn cli_embedded_publish_stops_on_sigterm_and_resume_finishes_it() {
         "{s:#?}"
     );
     let out = iom_exit(&p, "", &["status", &id], 1);
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("=> interrupted"),
-        "{out:?}"
+        text.contains("=> interrupted") && text.contains("register  [not run; runs on resume]"),
+        "{text}"
     );
     let listed = iom_exit(&p, "", &["status", "--json"], 1);
     let list: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -1246,6 +1247,9 @@ fn cli_embedded_second_sigterm_stops_the_running_step_and_resume_reruns_it() {
         ),
         "no failure recorded for a stopped step: {s:#?}"
     );
+    let out = iom_exit(&p, "", &["status", &id], 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("copy  [cut off #1 on "), "{text}");
 
     let out = iom_exit(&p, "", &["resume", &id], 0);
     let text = String::from_utf8_lossy(&out.stdout);
