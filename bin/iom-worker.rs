@@ -119,6 +119,9 @@ fn main() -> ExitCode {
             .await
             .map_err(Some)
     });
+    // A step thread that ignored its cancellation must not hold the process
+    // (dropping the runtime would wait for it): its delivery is back on the queue.
+    rt.shutdown_timeout(Duration::from_secs(2));
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,

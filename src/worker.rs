@@ -226,7 +226,17 @@ pub async fn run(
             if drained.is_err() {
                 tracing::warn!("grace period over: stopping running steps; their deliveries return to the queue");
                 ctx.cancel.store(true, Ordering::SeqCst);
-                running.abort_all();
+                // Steps check for cancellation between frames: they stop, record
+                // nothing and return their deliveries (`RuntimeError::ShuttingDown`).
+                // One that does not stop in time is abandoned; closing the
+                // connection returns its delivery.
+                let stopped = tokio::time::timeout(STOP_WAIT, async {
+                    while running.join_next().await.is_some() {}
+                })
+                .await;
+                if stopped.is_err() {
+                    running.abort_all();
+                }
             }
             transport.flush_events(Duration::from_secs(2)).await;
             broker.close().await;
@@ -321,6 +331,10 @@ fn delivered(next: Option<Result<Incoming, QueueError>>) -> Option<Incoming> {
         None => None,
     }
 }
+
+/// How long running steps get to stop once the grace period is over and they
+/// were asked to (see [`run`]).
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Unacked dead-letter notices a worker holds at once.
 const NOTICE_PREFETCH: u16 = 4;

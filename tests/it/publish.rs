@@ -909,6 +909,50 @@ fn broker_sigterm_finishes_the_running_step_then_exits() {
     assert_eq!(s.state, GraphState::Succeeded);
 }
 
+/// A step that outlives the SIGTERM grace period is stopped (it checks for
+/// cancellation between frames) and the worker exits; nothing is recorded for
+/// the stopped attempt, and its delivery comes back to the next worker.
+#[test]
+fn broker_sigterm_stops_a_step_that_outlives_the_grace_period() {
+    let vh = Vhost::new();
+    let p = project("probe, copy", Some(&vh));
+    let (a, graph) = one_plate(&p, 32, 18, 3);
+    let work = submit(&p, &graph);
+    let mut w = command(&p, "iom-worker", "copy:sleep_ms:120000")
+        .env("IOM__WORKER__SHUTDOWN_GRACE_SECS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_for(&work, Duration::from_secs(30), "copy running", |s| {
+        matches!(state_of(s, StepKind::Copy), TaskState::Running { .. })
+    });
+    sigterm(&w);
+    let status = wait_exit(
+        &mut w,
+        Duration::from_secs(15),
+        "the worker to stop after its grace",
+    );
+    assert!(status.success(), "{status:?}");
+    let s = work.status().unwrap();
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Copy),
+            TaskState::Running { attempt: 1, .. }
+        ),
+        "nothing recorded for the stopped step: {s:#?}"
+    );
+    let _w = Workers(vec![spawn_worker(&p, "")]);
+    let s = wait_for(&work, Duration::from_secs(60), "graph success", |s| {
+        s.state == GraphState::Succeeded
+    });
+    assert!(
+        matches!(state_of(&s, StepKind::Copy), TaskState::Succeeded { .. }),
+        "{s:#?}"
+    );
+    assert_published(&a, &p.delivery, &graph);
+}
+
 #[test]
 fn bad_rows_are_refused_before_anything_is_published() {
     let vh = Vhost::new();
