@@ -161,15 +161,18 @@ struct ResumeArgs {
     include_unstarted: bool,
     /// Also run each failed task again, once its cause is fixed: as the attempt
     /// after the one that failed, with a fresh round of retries; its children follow.
-    /// (With a broker its dead letter stays in the DLQ; `iom dlq requeue --task ID
-    /// --reset-attempt` does the same from there and removes it.)
+    /// (With a broker its dead letter stays in the DLQ, marked as history in `iom dlq
+    /// list`; `iom dlq requeue --task ID --reset-attempt` does the same from there and
+    /// removes it.)
     #[arg(long)]
     retry_failed: bool,
 }
 
 #[derive(Subcommand)]
 enum DlqCommand {
-    /// List dead letters (oldest first) without removing them.
+    /// List dead letters (oldest first) without removing them. A dead letter whose
+    /// task a later attempt has run since (resume --retry-failed, a publish again,
+    /// a Tractor retry) says so: it needs no requeue.
     List {
         /// At most this many.
         #[arg(long, default_value_t = 100)]

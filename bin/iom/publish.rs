@@ -356,6 +356,26 @@ fn retry_hint(settings: &Settings, s: &GraphStatus) {
     }
 }
 
+/// The state of a dead letter's task in its work folder, when a later attempt
+/// has run it since (`iom resume --retry-failed`, a publish again, a Tractor
+/// retry): the dead letter is then history. `None` when the body is not a task
+/// message, its folder cannot be read, or its failure still stands.
+fn superseded_by(d: &iom::queue::DeadLetter) -> Option<TaskState> {
+    let msg = iom::task::TaskMessage::decode(&d.body).ok()?;
+    let state = WorkDir::open(&msg.work_dir)
+        .ok()?
+        .task_state(&msg.task_id)
+        .ok()?;
+    match state {
+        TaskState::Succeeded { attempt, .. } | TaskState::Running { attempt, .. }
+            if attempt > msg.attempt =>
+        {
+            Some(state)
+        }
+        _ => None,
+    }
+}
+
 /// A publish named by work folder or graph id.
 fn open_publish(settings: &Settings, publish: &str) -> anyhow::Result<WorkDir> {
     let p = Path::new(publish);
@@ -571,6 +591,7 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                                 "index": d.index, "kind": d.kind, "reason": d.reason, "class": d.class,
                                 "worker": d.worker, "failed_at": d.failed_at, "task_id": d.task_id,
                                 "graph_id": d.graph_id, "x_death_reason": d.x_death_reason,
+                                "since": superseded_by(d).map(|s| s.to_string()),
                             })
                         })
                         .collect();
@@ -578,11 +599,14 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                 } else {
                     for d in &items {
                         println!(
-                            "{:>4}  {:<9} {:<40} {}",
+                            "{:>4}  {:<9} {:<40} {}{}",
                             d.index,
                             d.kind.as_deref().unwrap_or("?"),
                             d.task_id.as_deref().unwrap_or("(not a task message)"),
-                            d.reason
+                            d.reason,
+                            superseded_by(d)
+                                .map(|s| format!("  [since then: {s}; no requeue needed]"))
+                                .unwrap_or_default()
                         );
                     }
                     println!("{} dead letter(s)", items.len());

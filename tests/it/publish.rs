@@ -1415,6 +1415,15 @@ fn resume_retry_failed_with_a_broker_republishes_the_failed_task() {
         other => panic!("{other:?}"),
     }
     assert_published(&a, &p.delivery, &graph);
+    // The old dead letter stays in the DLQ; the listing says it is history.
+    let dead = dlq_list(&p);
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0]["task_id"], copy.as_str());
+    let since = dead[0]["since"].as_str().unwrap_or_default();
+    assert!(since.starts_with("done #2"), "{dead:#?}");
+    let out = iom_ok(&p, &["dlq", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[since then: done #2"), "{text}");
 }
 
 /// With a broker too, publishing the same rows again sends the failed task
