@@ -1080,12 +1080,8 @@ fn cli_embedded_publish_with_a_transient_fault_retries_and_succeeds() {
 #[test]
 fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
     let p = project("probe, copy, register, cleanup", None);
-    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
-    sample::write_plate(&p.delivery, &a).unwrap();
-    let sheet = p.delivery.join("scanlist_01.xlsx");
-    let rows = [row(&p.delivery, &a, "ABC_0010")];
-    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
-    let sheet = sheet.to_str().unwrap();
+    let (a, sheet) = plate_and_sheet(&p);
+    let sheet = sheet.as_str();
     let listed = iom_exit(&p, "", &["status"], 0);
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(text.starts_with("no publishes under"), "{text}");
@@ -1156,14 +1152,21 @@ fn cli_embedded_resume_retry_failed_reruns_a_task_that_gave_up() {
     assert!(!tracker_docs(&p.root).is_empty(), "register ran");
 }
 
-/// Starts `iom publish --json` (embedded) of one plate with `fault`, and waits
-/// until its copy has started. Returns the process, the work folder and the plate.
-fn embedded_publish_until_copy_runs(p: &Project, fault: &str) -> (Child, WorkDir, PlateSpec) {
+/// A 3-frame EXR plate in the delivery and `scanlist_01.xlsx` with its row
+/// checked as shot ABC_0010; returns the plate and the sheet's path.
+fn plate_and_sheet(p: &Project) -> (PlateSpec, String) {
     let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
     sample::write_plate(&p.delivery, &a).unwrap();
     let sheet = p.delivery.join("scanlist_01.xlsx");
     let rows = [row(&p.delivery, &a, "ABC_0010")];
     iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
+    (a, sheet.to_str().unwrap().to_string())
+}
+
+/// Starts `iom publish --json` (embedded) of one plate with `fault`, and waits
+/// until its copy has started. Returns the process, the work folder and the plate.
+fn embedded_publish_until_copy_runs(p: &Project, fault: &str) -> (Child, WorkDir, PlateSpec) {
+    let (a, sheet) = plate_and_sheet(p);
     let child = command(p, "iom", fault)
         .args(["publish", "--json"])
         .arg(&sheet)
@@ -1315,12 +1318,8 @@ fn cli_embedded_second_sigterm_stops_the_running_step_and_resume_reruns_it() {
 #[test]
 fn cli_embedded_publishing_again_reruns_the_failed_tasks() {
     let p = project("probe, copy, cleanup", None);
-    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
-    sample::write_plate(&p.delivery, &a).unwrap();
-    let sheet = p.delivery.join("scanlist_01.xlsx");
-    let rows = [row(&p.delivery, &a, "ABC_0010")];
-    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
-    let sheet = sheet.to_str().unwrap();
+    let (a, sheet) = plate_and_sheet(&p);
+    let sheet = sheet.as_str();
     let out = iom_exit(&p, "copy:permanent:1", &["publish", "--json", sheet], 1);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["state"], "failed", "{v:#}");
@@ -1432,12 +1431,8 @@ fn resume_retry_failed_with_a_broker_republishes_the_failed_task() {
 fn publishing_again_with_a_broker_reruns_the_failed_task() {
     let vh = Vhost::new();
     let p = project("probe, copy, cleanup", Some(&vh));
-    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
-    sample::write_plate(&p.delivery, &a).unwrap();
-    let sheet = p.delivery.join("scanlist_01.xlsx");
-    let rows = [row(&p.delivery, &a, "ABC_0010")];
-    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
-    let sheet = sheet.to_str().unwrap();
+    let (a, sheet) = plate_and_sheet(&p);
+    let sheet = sheet.as_str();
     let _w = Workers(vec![spawn_worker(&p, "copy:permanent:1")]);
     let out = iom_ok(&p, &["publish", "--json", sheet]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
