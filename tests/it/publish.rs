@@ -407,6 +407,14 @@ fn submit(p: &Project, graph: &Graph) -> WorkDir {
     work
 }
 
+/// The attempt that completed the graph's task of `kind`, if it has.
+fn succeeded_at(s: &GraphStatus, kind: StepKind) -> Option<u32> {
+    match state_of(s, kind) {
+        TaskState::Succeeded { attempt, .. } => Some(*attempt),
+        _ => None,
+    }
+}
+
 fn state_of(s: &GraphStatus, kind: StepKind) -> &TaskState {
     &s.tasks.iter().find(|t| t.kind == kind).unwrap().state
 }
@@ -1228,13 +1236,7 @@ fn cli_embedded_publish_stops_on_sigterm_and_resume_finishes_it() {
     // The running copy was let finish; register never started.
     let s = work.status().unwrap();
     assert_eq!(s.state, GraphState::Interrupted);
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Copy),
-            TaskState::Succeeded { attempt: 1, .. }
-        ),
-        "{s:#?}"
-    );
+    assert_eq!(succeeded_at(&s, StepKind::Copy), Some(1), "{s:#?}");
     assert!(
         matches!(
             state_of(&s, StepKind::Register),
@@ -1258,13 +1260,7 @@ fn cli_embedded_publish_stops_on_sigterm_and_resume_finishes_it() {
     assert!(text.contains("resumed in-process: succeeded"), "{text}");
     let s = work.status().unwrap();
     assert_eq!(s.state, GraphState::Succeeded);
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Register),
-            TaskState::Succeeded { attempt: 1, .. }
-        ),
-        "{s:#?}"
-    );
+    assert_eq!(succeeded_at(&s, StepKind::Register), Some(1), "{s:#?}");
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
     assert!(!tracker_docs(&p.root).is_empty(), "register ran");
 }
@@ -1303,13 +1299,7 @@ fn cli_embedded_second_sigterm_stops_the_running_step_and_resume_reruns_it() {
     assert!(text.contains("done #2"), "{text}");
     let s = work.status().unwrap();
     assert_eq!(s.state, GraphState::Succeeded);
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Copy),
-            TaskState::Succeeded { attempt: 2, .. }
-        ),
-        "{s:#?}"
-    );
+    assert_eq!(succeeded_at(&s, StepKind::Copy), Some(2), "{s:#?}");
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
 }
 
@@ -1339,18 +1329,10 @@ fn cli_embedded_publishing_again_reruns_the_failed_tasks() {
     );
     let work = WorkDir::open(&p.root.join(".iom/publishes").join(&id)).unwrap();
     let s = work.status().unwrap();
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Copy),
-            TaskState::Succeeded { attempt: 2, .. }
-        ),
-        "{s:#?}"
-    );
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Probe),
-            TaskState::Succeeded { attempt: 1, .. }
-        ),
+    assert_eq!(succeeded_at(&s, StepKind::Copy), Some(2), "{s:#?}");
+    assert_eq!(
+        succeeded_at(&s, StepKind::Probe),
+        Some(1),
         "the probe is not redone: {s:#?}"
     );
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
@@ -1456,13 +1438,7 @@ fn publishing_again_with_a_broker_reruns_the_failed_task() {
     let s = wait_for(&work, Duration::from_secs(60), "graph success", |s| {
         s.state == GraphState::Succeeded
     });
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Copy),
-            TaskState::Succeeded { attempt: 2, .. }
-        ),
-        "{s:#?}"
-    );
+    assert_eq!(succeeded_at(&s, StepKind::Copy), Some(2), "{s:#?}");
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
 }
 
