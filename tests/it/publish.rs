@@ -563,11 +563,42 @@ fn broker_transient_failures_retry_and_permanent_ones_are_dead_lettered() {
 /// Restarts a worker that aborts whenever it starts `task` (`<kind>:abort:1`), as a
 /// service manager would, until RabbitMQ dead-letters the task at its delivery
 /// limit. Returns the number of crashes and the task's entry in `iom dlq list`.
-pub(super) fn crash_loop(p: &Project, task: &str) -> (usize, serde_json::Value) {
+pub(super) fn crash_loop(p: &Project, work: &WorkDir, task: &str) -> (usize, serde_json::Value) {
     let kind = task.rsplit('.').next().unwrap();
+    // The parents run on a healthy worker of their own, stopped once the task is
+    // dispatched. A crashing worker that also ran a parent could die between
+    // publishing the task and marking it dispatched; the parent's redelivery then
+    // publishes it again (at-least-once, harmless in production) and the loop
+    // would chase two messages.
+    let others: Vec<&str> = StepKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .filter(|k| *k != kind)
+        .collect();
+    let parents = Workers(vec![command(p, "iom-worker", "")
+        .args(["--queues", &others.join(",")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn iom-worker")]);
+    let id = iom::task::TaskId(task.to_string());
+    let t0 = Instant::now();
+    while !work.is_dispatched(&id).unwrap() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{task} never dispatched"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(parents);
     let mut crashes = 0;
     loop {
-        let mut w = spawn_worker(p, &format!("{kind}:abort:1"));
+        let mut w = command(p, "iom-worker", &format!("{kind}:abort:1"))
+            .args(["--queues", kind])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn iom-worker");
         let status = wait_exit(
             &mut w,
             Duration::from_secs(60),
@@ -603,7 +634,7 @@ fn a_crash_loop_ends_at_the_delivery_limit_as_a_recorded_failure() {
     drop(rt.block_on(broker.event_consumer("watch", 50)).unwrap());
     let work = submit(&p, &graph);
 
-    let (crashes, dead) = crash_loop(&p, &copy);
+    let (crashes, dead) = crash_loop(&p, &work, &copy);
     eprintln!("crash loop: dead-lettered after {crashes} crashes: {dead:#}");
     // Each crash returns the message once; the return that takes it past the
     // limit of 3 dead-letters it.

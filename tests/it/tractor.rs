@@ -678,7 +678,7 @@ fn a_crash_loop_shows_red_in_tractor_and_a_retry_reruns_it() {
     let graph = plate_graph(&p);
     let work = submit(&p, &graph);
     let copy = id_of(&graph, StepKind::Copy);
-    let (crashes, _) = super::publish::crash_loop(&p, &copy);
+    let (crashes, _) = super::publish::crash_loop(&p, &work, &copy);
     assert_eq!(crashes, 4, "limit 3");
     let _w = Workers(vec![super::publish::spawn_worker(&p, "")]);
     let jobs = wait_job(&eng, Duration::from_secs(60), "copy in error", |j| {
