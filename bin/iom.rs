@@ -70,7 +70,8 @@ enum Command {
     ///
     /// In-process, Ctrl-C starts no new task and lets the running ones finish (a second
     /// Ctrl-C stops them); `iom resume <graph-id>` continues. Publishing the same rows
-    /// again after a failure runs the failed tasks again.
+    /// again after a failure that came before any file of the version was published
+    /// plans the same graph and runs its failed tasks again.
     Publish(PublishArgs),
     /// Show a publish's task tree with states and times, or list the project's
     /// publishes.
