@@ -115,21 +115,13 @@ pub enum EmbeddedError {
     /// The runtime failed in a way that would, on a broker, redeliver the task.
     #[error("{0}")]
     Runtime(String),
-    /// Another process runs this graph in-process now.
-    #[error("publish {graph} is running in another iom process (it holds {lock}); wait for it to finish, or stop it (Ctrl-C) and run `iom resume {graph}`")]
-    Busy {
-        /// The graph.
-        graph: String,
-        /// Its lock file.
-        lock: std::path::PathBuf,
-    },
 }
 
 impl crate::error::Classify for EmbeddedError {
     fn class(&self) -> ErrorClass {
         match self {
             EmbeddedError::Store(e) => e.class(),
-            EmbeddedError::Runtime(_) | EmbeddedError::Busy { .. } => ErrorClass::Transient,
+            EmbeddedError::Runtime(_) => ErrorClass::Transient,
         }
     }
 }
@@ -153,19 +145,7 @@ pub async fn run(
         let lock = tokio::task::spawn_blocking(move || wd.lock_in_process())
             .await
             .map_err(|e| EmbeddedError::Runtime(e.to_string()))??;
-        match lock {
-            Some(l) => locks.push(l),
-            None => {
-                return Err(EmbeddedError::Busy {
-                    graph: w
-                        .path()
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    lock: w.in_process_lock_path(),
-                })
-            }
-        }
+        locks.push(lock);
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<TaskMessage>();
     let pending = Arc::new(AtomicUsize::new(0));

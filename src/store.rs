@@ -133,13 +133,21 @@ pub enum StoreError {
     /// A store operation on a blocking thread was cancelled or panicked.
     #[error("work folder operation did not finish: {0}")]
     Join(String),
+    /// Another process runs this graph in-process now (it holds the lock).
+    #[error("publish {graph} is running in another iom process (it holds {lock}); wait for it to finish, or stop it (Ctrl-C) and run `iom resume {graph}`")]
+    RunningInProcess {
+        /// The graph.
+        graph: GraphId,
+        /// Its in-process lock file.
+        lock: PathBuf,
+    },
 }
 
 impl Classify for StoreError {
     fn class(&self) -> ErrorClass {
         match self {
             StoreError::Io { source, .. } => io_class(source),
-            StoreError::Join(_) => ErrorClass::Transient,
+            StoreError::Join(_) | StoreError::RunningInProcess { .. } => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
     }
@@ -1246,20 +1254,26 @@ impl WorkDir {
     }
 
     /// Takes the in-process run lock of this work folder for an embedded run:
-    /// an exclusive `flock` on `in-process.lock`. `Ok(None)` when another process
-    /// holds it (its run is still going). The lock goes when the guard is dropped
+    /// an exclusive `flock` on `in-process.lock`.
+    /// [`StoreError::RunningInProcess`] when another process holds it (its run is
+    /// still going). The lock goes when the guard is dropped
     /// or the process ends, however it ends; the file stays, and tells
     /// [`WorkDir::status`] that an in-process run ran this graph, so a graph left
     /// unfinished with the lock free is [`GraphState::Interrupted`].
-    pub fn lock_in_process(&self) -> Result<Option<InProcessLock>, StoreError> {
-        let path = self.dir.join(IN_PROCESS_LOCK);
+    pub fn lock_in_process(&self) -> Result<InProcessLock, StoreError> {
+        let path = self.in_process_lock_path();
         loop {
             // Read-write: on NFS `flock` is a POSIX lock, and an exclusive one
             // needs a file open for writing.
             match OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(file) => {
-                    let held = try_flock(&file, libc::LOCK_EX).map_err(io_err("lock", &path))?;
-                    return Ok(held.then_some(InProcessLock { _file: file }));
+                    if try_flock(&file, libc::LOCK_EX).map_err(io_err("lock", &path))? {
+                        return Ok(InProcessLock { _file: file });
+                    }
+                    return Err(StoreError::RunningInProcess {
+                        graph: self.manifest()?.id,
+                        lock: path,
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("open", &path)(e)),
@@ -1280,7 +1294,7 @@ impl WorkDir {
             let _ = fs::remove_file(&tmp);
             locked.map_err(io_err("lock", &tmp))?;
             match linked {
-                Ok(()) => return Ok(Some(InProcessLock { _file: file })),
+                Ok(()) => return Ok(InProcessLock { _file: file }),
                 // Another run named its own first: lock that one.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_err("create", &path)(e)),
@@ -1296,7 +1310,7 @@ impl WorkDir {
     /// Whether an in-process run ran this graph and none runs it now (the lock
     /// file exists and nobody holds it).
     pub fn in_process_run_stopped(&self) -> Result<bool, StoreError> {
-        let path = self.dir.join(IN_PROCESS_LOCK);
+        let path = self.in_process_lock_path();
         match File::open(&path) {
             // Shared: two probes never block each other; closing releases it.
             Ok(file) => try_flock(&file, libc::LOCK_SH).map_err(io_err("lock", &path)),
@@ -1307,17 +1321,14 @@ impl WorkDir {
 
     /// Hands the graph from the in-process runner to the farm (`iom resume` with
     /// a broker): removes the lock file, so an unfinished graph shows `Running`
-    /// again, not `Interrupted`. `Ok(false)` (nothing removed) when an in-process
-    /// run holds it.
-    pub fn forget_in_process(&self) -> Result<bool, StoreError> {
-        let Some(_held) = self.lock_in_process()? else {
-            return Ok(false);
-        };
-        let path = self.dir.join(IN_PROCESS_LOCK);
+    /// again, not `Interrupted`. [`StoreError::RunningInProcess`] (nothing
+    /// removed) when an in-process run holds it.
+    pub fn forget_in_process(&self) -> Result<(), StoreError> {
+        let _held = self.lock_in_process()?;
+        let path = self.in_process_lock_path();
         match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(io_err("remove", &path)(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
         }
     }
 

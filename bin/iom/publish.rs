@@ -186,13 +186,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
         let transport = BrokerTransport::open(&broker, ctx.worker.clone()).await?;
         // Nothing is sent while one of the graphs runs in another process.
         for w in &works {
-            if !w.forget_in_process()? {
-                anyhow::bail!(
-                    "{} is running in another iom process (it holds {}); wait for it to finish, or stop it first",
-                    w.manifest()?.id,
-                    w.in_process_lock_path().display()
-                );
-            }
+            w.forget_in_process()?;
         }
         for w in &works {
             let mut sent = runtime::submit(w, &ctx, &transport).await?;
@@ -545,13 +539,7 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
         retry_hint(settings, &s[0]);
         return Ok(exit_code(&s));
     }
-    if !work.forget_in_process()? {
-        anyhow::bail!(
-            "{} is running in another iom process (it holds {}); wait for it to finish, or stop it first",
-            args.publish,
-            work.in_process_lock_path().display()
-        );
-    }
+    work.forget_in_process()?;
     let cfg = BrokerConfig::from_settings(&settings.broker)?;
     let graph = work.manifest()?;
     let n = rt.block_on(async {

@@ -528,10 +528,22 @@ fn a_graph_whose_in_process_run_stopped_is_interrupted_until_it_is_resumed() {
     assert_eq!(w.status().unwrap().state, GraphState::Running);
     assert!(!w.in_process_run_stopped().unwrap());
 
-    let held = w.lock_in_process().unwrap().expect("free");
+    let held = w.lock_in_process().expect("free");
     let other = WorkDir::open(w.path()).unwrap();
-    assert!(other.lock_in_process().unwrap().is_none(), "one holder");
-    assert!(!other.forget_in_process().unwrap(), "not while held");
+    assert!(
+        matches!(
+            other.lock_in_process(),
+            Err(StoreError::RunningInProcess { .. })
+        ),
+        "one holder"
+    );
+    assert!(
+        matches!(
+            other.forget_in_process(),
+            Err(StoreError::RunningInProcess { .. })
+        ),
+        "not while held"
+    );
     w.complete(&record(&probe, 1, "h")).unwrap();
     w.mark_dispatched(&copy).unwrap();
     assert_eq!(other.status().unwrap().state, GraphState::Running);
@@ -554,7 +566,7 @@ fn a_graph_whose_in_process_run_stopped_is_interrupted_until_it_is_resumed() {
     assert!(other.in_process_run_stopped().unwrap());
     assert_eq!(other.status().unwrap().state, GraphState::Interrupted);
     // A resume takes the lock again: running.
-    let again = other.lock_in_process().unwrap().expect("free again");
+    let again = other.lock_in_process().expect("free again");
     assert_eq!(w.status().unwrap().state, GraphState::Running);
     drop(again);
     // A finished graph is never interrupted.
@@ -566,9 +578,9 @@ fn a_graph_whose_in_process_run_stopped_is_interrupted_until_it_is_resumed() {
     // Handed to a broker: the lock file goes.
     let g2 = graph_of(&tmp.path().join("other"), &[(StepKind::Probe, &[])]);
     let w2 = WorkDir::create(&g2).unwrap();
-    drop(w2.lock_in_process().unwrap().unwrap());
+    drop(w2.lock_in_process().unwrap());
     assert_eq!(w2.status().unwrap().state, GraphState::Interrupted);
-    assert!(w2.forget_in_process().unwrap());
+    w2.forget_in_process().unwrap();
     assert!(!w2.in_process_lock_path().exists());
     assert_eq!(w2.status().unwrap().state, GraphState::Running);
 }
