@@ -495,8 +495,7 @@ pub async fn retry_failed<T: Transport>(
         blocking(work.clone(), |w| Ok((w.manifest()?, w.failed_attempts()?))).await?;
     let msgs = failed
         .iter()
-        .filter_map(|(id, attempt)| graph.message(id, *attempt))
-        .map(|m| m.requeued(true))
+        .filter_map(|(id, attempt)| rerun(&graph, id, Some(*attempt)))
         .collect();
     publish_confirmed(work, msgs, ctx, transport).await
 }
@@ -517,12 +516,19 @@ pub async fn resend_orphans<T: Transport>(
     .await?;
     let msgs = orphans
         .iter()
-        .filter_map(|(id, started)| match started {
-            None => graph.message(id, 1),
-            Some(attempt) => graph.message(id, *attempt).map(|m| m.requeued(true)),
-        })
+        .filter_map(|(id, started)| rerun(&graph, id, *started))
         .collect();
     publish_confirmed(work, msgs, ctx, transport).await
+}
+
+/// The message that runs `task` again: attempt 1 when it never started, else the
+/// attempt after the last one started, opening a fresh round of retries
+/// ([`TaskMessage::requeued`]). `None` when the task is not in the graph.
+fn rerun(graph: &Graph, task: &TaskId, last_started: Option<u32>) -> Option<TaskMessage> {
+    match last_started {
+        None => graph.message(task, 1),
+        Some(attempt) => graph.message(task, attempt).map(|m| m.requeued(true)),
+    }
 }
 
 /// Publishes `msgs` all at once (their confirms overlap instead of one round trip
