@@ -932,12 +932,7 @@ fn broker_sigterm_finishes_the_running_step_then_exits() {
     wait_for(&work, Duration::from_secs(30), "copy running", |s| {
         matches!(state_of(s, StepKind::Copy), TaskState::Running { .. })
     });
-    let pid = w.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&w);
     let status = wait_exit(&mut w, Duration::from_secs(30), "the worker to stop");
     assert!(status.success(), "{status:?}");
     let s = work.status().unwrap();
@@ -1232,6 +1227,7 @@ fn embedded_publish_until_copy_runs(p: &Project, fault: &str) -> (Child, WorkDir
     (child, work, a)
 }
 
+/// Sends SIGTERM to `child` (what `systemctl stop` or a first Ctrl-C does).
 fn sigterm(child: &Child) {
     assert!(Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
