@@ -667,9 +667,11 @@ fn encode_all(
     let n = plate.frames.len();
     let movie_tc = tc0.map(|t| if r.slate { t.offset(-1) } else { t });
     let mut encoders: Vec<MovieEncoder> = Vec::new();
+    let mut encoder_temps: Vec<PathBuf> = Vec::new();
     for t in targets.iter().filter(|t| !t.done) {
         let tmp = temp_path(&t.dest, &msg.task_id, msg.attempt);
         temps.push((tmp.clone(), t.dest.clone()));
+        encoder_temps.push(tmp.clone());
         let spec = EncodeSpec {
             kind: t.kind.clone(),
             width: t.size.0,
@@ -683,7 +685,7 @@ fn encode_all(
                 .map_err(|e| StepError::permanent(format!("{}: {e}", t.dest.display())))?,
         );
     }
-    let map_err = |e: media::MediaError| StepError::from_error(e);
+    let map_err = |e: media::MediaError| encoder_error(e, &encoder_temps);
 
     if r.slate {
         let first = plate.frames.first().map(|f| f.number).unwrap_or(0);
@@ -887,4 +889,45 @@ fn encode_all(
     let bytes = m::encode_jpeg(&strip, sw as u32, tile_h, q, "4:2:0", strip_dest)?;
     let strip = write_output_atomic(strip_dest, &bytes, &msg.task_id, msg.attempt)?;
     Ok((Some(strip), montage_out))
+}
+
+/// An encoder's error as a step error. When the file it was writing is one of
+/// this run's temporary movies and is gone, a concurrent attempt of this task
+/// removed it (attempts remove their task's stale temporaries first, and a
+/// parent's redelivery can publish a task twice): the vanished-temporary case of
+/// [`super::temp_error`], retried, not dead-lettered as FFmpeg's ENOENT would be.
+fn encoder_error(e: media::MediaError, ours: &[PathBuf]) -> StepError {
+    let path = e.path();
+    if ours.iter().any(|t| t == path) && !path.exists() {
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        return super::temp_error("encode into", path, &gone);
+    }
+    StepError::from_error(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Classify, ErrorClass};
+
+    #[test]
+    fn an_encoder_error_on_a_vanished_temporary_of_this_run_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join(".A.mp4.iom-tmp-g.review-1-00");
+        let ffmpeg = |p: &Path| media::MediaError::Ffmpeg {
+            path: p.to_path_buf(),
+            detail: "writing the trailer: No such file or directory".into(),
+        };
+        // Gone: a concurrent attempt removed it.
+        let e = encoder_error(ffmpeg(&ours), std::slice::from_ref(&ours));
+        assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+        assert!(e.to_string().contains("vanished"), "{e}");
+        // Still there, or not ours: FFmpeg's own verdict (permanent).
+        std::fs::write(&ours, b"x").unwrap();
+        let e = encoder_error(ffmpeg(&ours), std::slice::from_ref(&ours));
+        assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+        let other = dir.path().join("other.mp4");
+        let e = encoder_error(ffmpeg(&other), std::slice::from_ref(&ours));
+        assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+    }
 }
