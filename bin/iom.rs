@@ -126,7 +126,9 @@ struct PublishArgs {
     /// Broker mode: wait until every graph finishes (exit 1 if any failed).
     #[arg(long)]
     wait: bool,
-    /// Run in-process even when a broker is configured.
+    /// Run in-process even when a broker is configured, or when these rows'
+    /// unfinished publish was submitted to the farm (make sure the farm does not
+    /// run it any more: its tasks would run twice).
     #[arg(long)]
     embedded: bool,
 }
@@ -167,6 +169,11 @@ struct ResumeArgs {
     /// removes it.)
     #[arg(long)]
     retry_failed: bool,
+    /// Run it in this process even when a broker is configured, or when it was
+    /// submitted to the farm (make sure the farm does not run it any more: its
+    /// tasks would run twice).
+    #[arg(long)]
+    embedded: bool,
 }
 
 #[derive(Subcommand)]

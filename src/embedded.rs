@@ -89,6 +89,10 @@ pub struct EmbeddedOptions {
     pub stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// How long running tasks may take to finish after `stop`.
     pub grace: Duration,
+    /// Run a graph that was handed to the farm ([`WorkDir::hand_to_farm`]) all
+    /// the same (the user said `--embedded`); else such a graph is refused with
+    /// [`StoreError::OnTheFarm`], as its tasks would run twice.
+    pub take_from_farm: bool,
 }
 
 impl EmbeddedOptions {
@@ -102,6 +106,7 @@ impl EmbeddedOptions {
             retry_failed: false,
             stop: None,
             grace: Duration::from_secs(120),
+            take_from_farm: false,
         }
     }
 }
@@ -130,7 +135,8 @@ impl crate::error::Classify for EmbeddedError {
 /// task is terminal, or until `opts.stop`; returns each graph's final status.
 ///
 /// Each graph's in-process lock ([`WorkDir::lock_in_process`]) is held for the
-/// run, so two processes never run one graph in-process at once. A graph an
+/// run, so two processes never run one graph in-process at once; a graph handed
+/// to the farm is refused unless `opts.take_from_farm`. A graph an
 /// earlier in-process run left unfinished (interrupted, killed) continues: what
 /// that run had queued in memory, or started and not finished, is sent again
 /// ([`runtime::resend_orphans`]), the second as its next attempt.
@@ -142,9 +148,14 @@ pub async fn run(
     let mut locks = Vec::with_capacity(works.len());
     for w in &works {
         let wd = w.clone();
-        let lock = tokio::task::spawn_blocking(move || wd.lock_in_process())
-            .await
-            .map_err(|e| EmbeddedError::Runtime(e.to_string()))??;
+        let take = opts.take_from_farm;
+        let lock = tokio::task::spawn_blocking(move || {
+            let lock = wd.lock_in_process()?;
+            wd.claim_from_farm(take)?;
+            Ok::<_, StoreError>(lock)
+        })
+        .await
+        .map_err(|e| EmbeddedError::Runtime(e.to_string()))??;
         locks.push(lock);
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<TaskMessage>();
@@ -213,18 +224,35 @@ pub async fn run(
         }
         if stopping {
             // Running tasks get the grace period, then are asked to stop (a
-            // cancelled step records nothing; its next run starts over).
-            let drained = tokio::time::timeout(opts.grace, async {
-                while running.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                tracing::warn!(
-                    running = running.len(),
-                    "grace period over: cancelling the running steps"
-                );
+            // cancelled step records nothing; its next run starts over); a second
+            // Ctrl-C (`ctx.cancel` set) ends the grace at once.
+            let grace_end = tokio::time::Instant::now() + opts.grace;
+            while !running.is_empty()
+                && !ctx.cancel.load(Ordering::SeqCst)
+                && tokio::time::Instant::now() < grace_end
+            {
+                tokio::select! {
+                    _ = running.join_next() => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            if !running.is_empty() {
+                tracing::warn!(running = running.len(), "cancelling the running steps");
                 ctx.cancel.store(true, Ordering::SeqCst);
-                while running.join_next().await.is_some() {}
+                let stopped = tokio::time::timeout(runtime::STOP_WAIT, async {
+                    while running.join_next().await.is_some() {}
+                })
+                .await;
+                if stopped.is_err() {
+                    // Its thread runs on until the process ends; the task has
+                    // recorded nothing, so the next run starts it over.
+                    tracing::warn!(
+                        running = running.len(),
+                        "abandoning the steps that did not stop"
+                    );
+                    running.abort_all();
+                    while running.join_next().await.is_some() {}
+                }
             }
         }
     }

@@ -20,7 +20,11 @@
 //!    take. Publishing into a version whose frames folder exists and is not empty, or
 //!    that the tracker already lists, needs [`PlanOptions::force`]. The check is made
 //!    each time the planner runs, so calling it again at submit time catches a
-//!    version that appeared since the dry run.
+//!    version that appeared since the dry run. One exception: when the last
+//!    version (or the explicit one) is these very rows' own earlier publish that
+//!    did not finish (same graph, as the caller finds its work folder), the plan
+//!    continues it instead ([`Plan::continued`]): publishing again after a failure
+//!    finishes the half-published version rather than leaving it behind.
 //! 5. **Paths.** Every output path is rendered from the templates under the project
 //!    root and must stay below it after lexical normalisation; two groups may not
 //!    publish into the same frames folder.
@@ -95,6 +99,22 @@ pub struct Plan {
     pub skipped: Vec<String>,
     /// Things the user should know that did not stop the plan (forced overwrites).
     pub warnings: Vec<String>,
+    /// Groups that continue an unfinished earlier publish of the same rows and
+    /// version instead of taking a new version, and why; informational.
+    pub continued: Vec<String>,
+}
+
+/// An earlier publish of a planned graph, as the caller of [`plan_numbered`]
+/// finds it in the graph's work folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierPublish {
+    /// Its state (`running`, `failed`, `interrupted`, …).
+    pub state: String,
+    /// Whether it did not finish (not `succeeded`).
+    pub unfinished: bool,
+    /// Whether its manifest is the planned graph itself (same rows, settings,
+    /// version), so continuing it publishes exactly this plan.
+    pub same: bool,
 }
 
 /// What the tracker is asked about when looking for existing versions: the
@@ -974,7 +994,7 @@ pub fn plan(
     existing_versions: &dyn Fn(&PublishInfoKey) -> Vec<u32>,
 ) -> Result<Plan, PlanError> {
     let numbered: Vec<(usize, &Row)> = rows.iter().enumerate().map(|(i, r)| (i + 2, r)).collect();
-    plan_inner(&numbered, settings, opts, existing_versions)
+    plan_inner(&numbered, settings, opts, existing_versions, &|_| None)
 }
 
 /// The scanlist column an explicit version came from: none when `--version`
@@ -992,21 +1012,32 @@ fn next_version_hint(opts: &PlanOptions) -> &'static str {
     }
 }
 
-/// [`plan`] with the sheet row number of each row given (header = row 1).
+/// [`plan`] with the sheet row number of each row given (header = row 1), and
+/// `earlier` telling what an earlier publish of a graph left in its work folder
+/// (`None`: no work folder). A group whose last version (on disk or in the
+/// tracker), or whose explicit version, is the same graph published before and
+/// not finished continues that publish (the same graph, no `--force` needed)
+/// instead of taking the next version: publishing the same rows again after a
+/// failure finishes what was started instead of leaving a half-published version
+/// behind. [`Plan::continued`] says which.
 pub fn plan_numbered(
     rows: &[(usize, Row)],
     settings: &Settings,
     opts: &PlanOptions,
     existing_versions: &dyn Fn(&PublishInfoKey) -> Vec<u32>,
+    earlier: &dyn Fn(&Graph) -> Option<EarlierPublish>,
 ) -> Result<Plan, PlanError> {
     let numbered: Vec<(usize, &Row)> = rows.iter().map(|(n, r)| (*n, r)).collect();
-    plan_inner(&numbered, settings, opts, existing_versions)
+    plan_inner(&numbered, settings, opts, existing_versions, earlier)
 }
 
 /// One group after the version is chosen.
 struct Planned<'a> {
     rows: Vec<ValidRow<'a>>,
     version: u32,
+    /// This version is an unfinished earlier publish of the same graph, which
+    /// this plan continues.
+    continued: bool,
 }
 
 fn plan_inner(
@@ -1014,6 +1045,7 @@ fn plan_inner(
     settings: &Settings,
     opts: &PlanOptions,
     existing_versions: &dyn Fn(&PublishInfoKey) -> Vec<u32>,
+    earlier: &dyn Fn(&Graph) -> Option<EarlierPublish>,
 ) -> Result<Plan, PlanError> {
     let layout = check_settings(settings)?;
     let colorspace = resolve_colorspace(settings, opts)?;
@@ -1103,6 +1135,59 @@ fn plan_inner(
             }
         }
     }
+    let frames_of = |first: &ValidRow<'_>| match first.kind {
+        Kind::Movie if first.seq_type != "editor" => {
+            opts.movie_frames
+                .unwrap_or(MovieFrames(settings.publish.movie_frames_for(project)))
+                .0
+        }
+        _ => None,
+    };
+    // What an earlier publish of this group as this version left: `None` when
+    // there is none (or the version cannot even be rendered: step 3 says why).
+    let earlier_of = |p: &Planned<'_>| -> Option<(EarlierPublish, GraphId)> {
+        let first = &p.rows[0];
+        let paths = render_paths(
+            settings,
+            &layout,
+            first,
+            p.version,
+            project,
+            frames_of(first),
+        )
+        .ok()?;
+        let graph = build_graph(settings, p, paths, project, &colorspace).ok()?;
+        earlier(&graph).map(|e| (e, graph.id))
+    };
+    let mut continued = Vec::new();
+    let mut note_continued = |p: &mut Planned<'_>, found: Option<(EarlierPublish, GraphId)>| {
+        let first = &p.rows[0];
+        match found {
+            Some((e, id)) if e.unfinished && e.same => {
+                p.continued = true;
+                continued.push(format!(
+                    "row {}: continuing {} of {} {} (publish {id}, {}): it was published \
+                     from these rows before and did not finish",
+                    first.line,
+                    version_label(p.version),
+                    first.shot,
+                    first.seq_type,
+                    e.state
+                ));
+            }
+            Some((e, id)) if e.unfinished => warnings.push(format!(
+                "row {}: the earlier publish {id} of {} {} {} did not finish ({}) and \
+                 was planned differently (the rows or settings changed since), so it is \
+                 not continued; `iom resume {id} --retry-failed` finishes it as it was planned",
+                first.line,
+                first.shot,
+                first.seq_type,
+                version_label(p.version),
+                e.state
+            )),
+            _ => {}
+        }
+    };
     let mut disk_cache: BTreeMap<(PathBuf, String), u32> = BTreeMap::new();
     let mut tracker_cache: BTreeMap<PublishInfoKey, Vec<u32>> = BTreeMap::new();
     let mut planned: Vec<Planned<'_>> = Vec::new();
@@ -1120,23 +1205,29 @@ fn plan_inner(
             .or_insert_with(|| existing_versions(&key))
             .clone();
         let explicit = opts.version_override.or(first.row.version);
-        let version = match explicit {
+        let (line, shot, seq_type) = (first.line, first.shot.clone(), first.seq_type.clone());
+        let mut p = Planned {
+            rows: g,
+            version: 0,
+            continued: false,
+        };
+        match explicit {
             Some(v) => {
-                if tracker.contains(&v) && !opts.force {
+                p.version = v;
+                let found = earlier_of(&p);
+                note_continued(&mut p, found);
+                if tracker.contains(&v) && !opts.force && !p.continued {
                     errors.push(RowError {
-                        row: first.line,
+                        row: line,
                         column: version_column(opts),
                         message: format!(
-                            "version {} of {} {} is already registered in the tracker; publish as \
+                            "version {} of {shot} {seq_type} is already registered in the tracker; publish as \
                              a new version ({}) or pass --force",
                             version_label(v),
-                            first.shot,
-                            first.seq_type,
                             next_version_hint(opts)
                         ),
                     });
                 }
-                v
             }
             None => {
                 let disk = match disk_cache.get(&s) {
@@ -1148,45 +1239,46 @@ fn plan_inner(
                     }
                 };
                 let in_plan = claimed.get(&s).and_then(|c| c.last().copied()).unwrap_or(0);
-                let highest = tracker
-                    .iter()
-                    .copied()
-                    .max()
-                    .unwrap_or(0)
-                    .max(disk)
-                    .max(in_plan);
-                let next = highest.saturating_add(1);
-                if next > MAX_VERSION {
-                    errors.push(RowError {
-                        row: first.line,
-                        column: Some("version"),
-                        message: format!(
-                            "the next version of {} {} would be {next}, above {MAX_VERSION}",
-                            first.shot, first.seq_type
-                        ),
-                    });
-                    continue;
+                let published = tracker.iter().copied().max().unwrap_or(0).max(disk);
+                // The last version published, when it is these rows' own unfinished
+                // publish (and no other group of this plan takes it).
+                if published > in_plan {
+                    p.version = published;
+                    let found = earlier_of(&p);
+                    note_continued(&mut p, found);
                 }
-                claimed.entry(s.clone()).or_default().insert(next);
-                next
+                if !p.continued {
+                    let next = published.max(in_plan).saturating_add(1);
+                    if next > MAX_VERSION {
+                        errors.push(RowError {
+                            row: line,
+                            column: Some("version"),
+                            message: format!(
+                                "the next version of {shot} {seq_type} would be {next}, above {MAX_VERSION}"
+                            ),
+                        });
+                        continue;
+                    }
+                    p.version = next;
+                }
+                claimed.entry(s.clone()).or_default().insert(p.version);
             }
-        };
-        planned.push(Planned { rows: g, version });
+        }
+        planned.push(p);
     }
 
     // 3. Paths, existing versions, collisions.
     let mut built: Vec<(Planned<'_>, Paths)> = Vec::new();
     for p in planned {
         let first = &p.rows[0];
-        let frames = match first.kind {
-            Kind::Movie if first.seq_type != "editor" => {
-                opts.movie_frames
-                    .unwrap_or(MovieFrames(settings.publish.movie_frames_for(project)))
-                    .0
-            }
-            _ => None,
-        };
-        let paths = match render_paths(settings, &layout, first, p.version, project, frames) {
+        let paths = match render_paths(
+            settings,
+            &layout,
+            first,
+            p.version,
+            project,
+            frames_of(first),
+        ) {
             Ok(x) => x,
             Err(message) => {
                 errors.push(RowError {
@@ -1197,7 +1289,7 @@ fn plan_inner(
                 continue;
             }
         };
-        if let Some(found) = non_empty(&paths.output.frames_dir)? {
+        if let Some(found) = non_empty(&paths.output.frames_dir)?.filter(|_| !p.continued) {
             if opts.force {
                 let msg = format!(
                     "row {}: publishing into the existing version {} of {} {} at {} ({found}) because of --force",
@@ -1271,6 +1363,7 @@ fn plan_inner(
         graphs,
         skipped,
         warnings,
+        continued,
     })
 }
 

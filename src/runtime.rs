@@ -502,7 +502,7 @@ pub async fn retry_failed<T: Transport>(
 
 /// Sends again what a stopped in-process run left on its in-memory queue
 /// ([`WorkDir::orphaned_in_process`]; call it holding the graph's in-process
-/// lock): a task that was queued as attempt 1, a task that had started as its
+/// lock, or once [`WorkDir::hand_to_farm`] keeps in-process runs away): a task that was queued as attempt 1, a task that had started as its
 /// next attempt with a fresh round of retries (the start that never finished is
 /// superseded, as by a DLQ requeue). Returns the tasks sent.
 pub async fn resend_orphans<T: Transport>(
@@ -519,6 +519,37 @@ pub async fn resend_orphans<T: Transport>(
         .filter_map(|(id, started)| rerun(&graph, id, *started))
         .collect();
     publish_confirmed(work, msgs, ctx, transport).await
+}
+
+/// How long running steps get to stop once a shutdown's grace period is over and
+/// they were asked to ([`RuntimeCtx::cancel`]); a step still running then (stuck
+/// in a system call on a hung mount, say) is abandoned. Used by the worker and
+/// the in-process runner alike.
+pub const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Hands graphs to the farm before anything of theirs is sent
+/// ([`WorkDir::hand_to_farm`], each in turn: nothing is sent when one of them is
+/// running in-process in another process), then sends to `transport` what
+/// in-process runs of them left unfinished, and forgets those runs. Returns the
+/// tasks sent.
+pub async fn hand_to_farm<T: Transport>(
+    works: &[WorkDir],
+    ctx: &RuntimeCtx,
+    transport: &T,
+) -> Result<Vec<TaskId>, RuntimeError> {
+    let mut ran = Vec::with_capacity(works.len());
+    for w in works {
+        let by = ctx.worker.clone();
+        if blocking(w.clone(), move |w| w.hand_to_farm(&by)).await? {
+            ran.push(w);
+        }
+    }
+    let mut sent = Vec::new();
+    for w in ran {
+        sent.extend(resend_orphans(w, ctx, transport).await?);
+        blocking(w.clone(), |w| w.forget_in_process()).await?;
+    }
+    Ok(sent)
 }
 
 /// The message that runs `task` again: attempt 1 when it never started, else the
@@ -597,7 +628,9 @@ where
 /// permanently, and every copy sleep 300 ms first (checking for cancellation);
 /// `copy:frame_ms:50` slows every copied frame by 50 ms, so a test can kill a
 /// worker in the middle of a copy; `copy:abort:1` aborts the whole process when
-/// attempt 1 of a copy starts (a crash loop, for the broker's delivery limit).
+/// attempt 1 of a copy starts (a crash loop, for the broker's delivery limit);
+/// `copy:stuck_ms:N` blocks every copy N ms *without* checking for cancellation
+/// (a system call hung on a dead mount).
 /// Read once per process.
 pub mod fault {
     use std::sync::LazyLock;
@@ -612,6 +645,7 @@ pub mod fault {
         Permanent(u32),
         SleepMs(u64),
         FrameMs(u64),
+        StuckMs(u64),
         Abort(u32),
     }
 
@@ -630,6 +664,7 @@ pub mod fault {
                     "permanent" => Fault::Permanent(n as u32),
                     "sleep_ms" => Fault::SleepMs(n),
                     "frame_ms" => Fault::FrameMs(n),
+                    "stuck_ms" => Fault::StuckMs(n),
                     "abort" => Fault::Abort(n as u32),
                     _ => return None,
                 };
@@ -670,6 +705,7 @@ pub mod fault {
                     );
                     std::process::abort();
                 }
+                Fault::StuckMs(ms) => std::thread::sleep(Duration::from_millis(*ms)),
                 Fault::SleepMs(ms) => {
                     let until = std::time::Instant::now() + Duration::from_millis(*ms);
                     while std::time::Instant::now() < until {
@@ -690,7 +726,7 @@ pub mod fault {
         #[test]
         fn parses_specs_and_ignores_junk() {
             let f = parse(
-                "copy:transient:2, probe:permanent:1,copy:sleep_ms:300,bogus:x:1,copy:nope:1,copy:abort:1",
+                "copy:transient:2, probe:permanent:1,copy:sleep_ms:300,bogus:x:1,copy:nope:1,copy:abort:1,copy:stuck_ms:5",
             );
             assert_eq!(
                 f,
@@ -699,6 +735,7 @@ pub mod fault {
                     (StepKind::Probe, Fault::Permanent(1)),
                     (StepKind::Copy, Fault::SleepMs(300)),
                     (StepKind::Copy, Fault::Abort(1)),
+                    (StepKind::Copy, Fault::StuckMs(5)),
                 ]
             );
             assert!(parse("").is_empty());

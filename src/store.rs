@@ -63,6 +63,8 @@ const DISPATCHED: &str = "dispatched";
 const TMP: &str = "tmp";
 /// Held (`flock`) by the process that runs the graph in-process (embedded).
 const IN_PROCESS_LOCK: &str = "in-process.lock";
+/// Written when a graph is handed to the farm (a broker's workers).
+const FARM: &str = "farm.json";
 
 /// Longest task id accepted as a file name (file names stop at 255 bytes; this
 /// leaves room for suffixes and temporary-name decorations).
@@ -133,6 +135,22 @@ pub enum StoreError {
     /// A store operation on a blocking thread was cancelled or panicked.
     #[error("work folder operation did not finish: {0}")]
     Join(String),
+    /// The graph was handed to the farm: its tasks are on the broker's queues,
+    /// and running them in-process too would run them twice.
+    #[error(
+        "publish {graph} was submitted to the farm (by {by} at {at}): the farm's workers run it; \
+             follow it with `iom status {graph} --follow`, or, to run it in this process instead, \
+             first make sure the farm does not (its tasks left the queues: `iom status` shows none \
+             running), then pass --embedded"
+    )]
+    OnTheFarm {
+        /// The graph.
+        graph: GraphId,
+        /// Who submitted it (`host/pid`).
+        by: String,
+        /// When (RFC 3339, UTC).
+        at: String,
+    },
     /// Another process runs this graph in-process now (it holds the lock).
     #[error("publish {graph} is running in another iom process (it holds {lock}); wait for it to finish, or stop it (Ctrl-C) and run `iom resume {graph}`")]
     RunningInProcess {
@@ -226,6 +244,15 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// `farm.json` of a work folder: the graph was handed to a broker's workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FarmHandoff {
+    /// Who submitted it (`host/pid`).
+    pub by: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -1319,14 +1346,73 @@ impl WorkDir {
         }
     }
 
-    /// Hands the graph from the in-process runner to the farm (`iom resume` with
-    /// a broker): removes the lock file, so an unfinished graph shows `Running`
-    /// again, not `Interrupted`. [`StoreError::RunningInProcess`] (nothing
-    /// removed) when an in-process run holds it.
+    /// Hands the graph to the farm (`iom publish` or `iom resume` with a
+    /// broker), before its tasks are sent: records who and when (`farm.json`,
+    /// the first hand-off is kept), so an in-process run will not run the farm's
+    /// tasks as well ([`StoreError::OnTheFarm`]). Returns whether an in-process
+    /// run has run it: then what that run left unfinished
+    /// ([`WorkDir::orphaned_in_process`]) is on no queue; send it, then call
+    /// [`WorkDir::forget_in_process`]. [`StoreError::RunningInProcess`] (nothing
+    /// changed) when an in-process run holds it.
+    pub fn hand_to_farm(&self, by: &str) -> Result<bool, StoreError> {
+        let ran_in_process = self.in_process_lock_path().exists();
+        let _held = self.lock_in_process()?;
+        let record = FarmHandoff {
+            by: by.to_string(),
+            at_ms: now_ms(),
+        };
+        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Corrupt {
+            path: self.dir.join(FARM),
+            what: "farm hand-off record",
+            detail: e.to_string(),
+        })?;
+        self.create_record(&self.dir.join(FARM), &bytes)?;
+        if !ran_in_process {
+            let path = self.in_process_lock_path();
+            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        }
+        Ok(ran_in_process)
+    }
+
+    /// Removes the in-process lock file once the graph's in-process leftovers
+    /// are on the farm's queues ([`WorkDir::hand_to_farm`]), so an unfinished
+    /// graph shows `Running` again, not `Interrupted`.
+    /// [`StoreError::RunningInProcess`] (nothing removed) when an in-process run
+    /// holds it.
     pub fn forget_in_process(&self) -> Result<(), StoreError> {
         let _held = self.lock_in_process()?;
         let path = self.in_process_lock_path();
         match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Who handed the graph to the farm, and when; `None` if nobody did (or an
+    /// in-process run took it back).
+    pub fn farm_handoff(&self) -> Result<Option<FarmHandoff>, StoreError> {
+        self.read_optional(&self.dir.join(FARM), "farm hand-off record")
+    }
+
+    /// Before an in-process run, holding the in-process lock: refuses a graph
+    /// handed to the farm ([`StoreError::OnTheFarm`]), unless `take`, which takes
+    /// it back from the farm (`--embedded`: forgets the hand-off).
+    pub fn claim_from_farm(&self, take: bool) -> Result<(), StoreError> {
+        let Some(h) = self.farm_handoff()? else {
+            return Ok(());
+        };
+        if !take {
+            return Err(StoreError::OnTheFarm {
+                graph: self.manifest()?.id,
+                by: h.by,
+                at: crate::queue::rfc3339_utc(h.at_ms),
+            });
+        }
+        tracing::warn!(dir = %self.dir.display(), "running in-process a publish submitted to the farm by {} (--embedded)", h.by);
+        let path = self.dir.join(FARM);
+        match fs::remove_file(&path) {
+            // Not synced: a host crash that loses the removal only asks for
+            // `--embedded` again.
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
             _ => Ok(()),
         }

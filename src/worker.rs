@@ -11,8 +11,10 @@
 //!   redelivered; steps are idempotent), the worker reconnects with backoff,
 //!   re-declares the topology and consumes again. It never goes silent.
 //! - Shutdown (SIGTERM): cancel the consumers, let running tasks finish within the
-//!   grace period, then ask them to stop and close the connection so the broker
-//!   requeues whatever was not acked.
+//!   grace period, then ask them to stop: a stopped task is published again
+//!   (confirmed) and its delivery acked, so restarts do not count toward the
+//!   queue's delivery limit (a nack would); closing the connection returns whatever
+//!   was still not settled.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -224,13 +226,13 @@ pub async fn run(
             })
             .await;
             if drained.is_err() {
-                tracing::warn!("grace period over: stopping running steps; their deliveries return to the queue");
+                tracing::warn!("grace period over: stopping running steps; their tasks go back on their queues");
                 ctx.cancel.store(true, Ordering::SeqCst);
                 // Steps check for cancellation between frames: they stop, record
-                // nothing and return their deliveries (`RuntimeError::ShuttingDown`).
+                // nothing and are published again (`RuntimeError::ShuttingDown`).
                 // One that does not stop in time is abandoned; closing the
                 // connection returns its delivery.
-                let stopped = tokio::time::timeout(STOP_WAIT, async {
+                let stopped = tokio::time::timeout(runtime::STOP_WAIT, async {
                     while running.join_next().await.is_some() {}
                 })
                 .await;
@@ -310,6 +312,25 @@ async fn process(
                 tracing::warn!(task = %msg.task_id, error = %e, "ack failed");
             }
         }
+        Err(runtime::RuntimeError::ShuttingDown) => {
+            crate::metrics::task_finished(kind, "unsettled");
+            // Stopped by this worker's shutdown, not by anything in the task: it
+            // goes back as a new message (confirmed, then this delivery acked)
+            // instead of a nack, which the queue would count toward its delivery
+            // limit; rolling restarts of the farm's workers are not a crash loop.
+            match transport.publisher.publish_task(&msg, &[]).await {
+                Ok(()) => {
+                    tracing::info!(task = %msg.task_id, attempt = msg.attempt, "stopped by shutdown; put back on its queue");
+                    if let Err(e) = incoming.ack().await {
+                        tracing::warn!(task = %msg.task_id, error = %e, "ack failed (the task is queued twice; steps are idempotent)");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(task = %msg.task_id, error = %e, "stopped by shutdown; could not put it back, returning the delivery");
+                    let _ = incoming.nack_requeue().await;
+                }
+            }
+        }
         Err(e) => {
             crate::metrics::task_finished(kind, "unsettled");
             tracing::warn!(task = %msg.task_id, error = %e, "not settled; requeued for another try");
@@ -331,10 +352,6 @@ fn delivered(next: Option<Result<Incoming, QueueError>>) -> Option<Incoming> {
         None => None,
     }
 }
-
-/// How long running steps get to stop once the grace period is over and they
-/// were asked to (see [`run`]).
-const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Unacked dead-letter notices a worker holds at once.
 const NOTICE_PREFETCH: u16 = 4;

@@ -30,8 +30,30 @@ fn runtime_ctx(settings: &Settings) -> anyhow::Result<Arc<RuntimeCtx>> {
     }))
 }
 
-fn tokio_rt() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+fn tokio_rt() -> anyhow::Result<Rt> {
+    tokio::runtime::Runtime::new()
+        .map(|rt| Rt(Some(rt)))
+        .context("cannot start the async runtime")
+}
+
+/// The CLI's runtime. Dropping it waits at most 2 s for blocking threads: a step
+/// abandoned at shutdown (stuck in a system call) must not keep `iom` from
+/// exiting.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Rt {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
 }
 
 /// Plans the scanlist's checked rows; prints the refusals and returns `None` when
@@ -86,7 +108,7 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
         .copied()
         .zip(sheet.rows.iter().cloned())
         .collect();
-    let planned = plan::plan_numbered(&numbered, settings, &opts, &versions);
+    let planned = plan::plan_numbered(&numbered, settings, &opts, &versions, &earlier_publish);
     if let Some(e) = tracker_error.into_inner() {
         eprintln!(
             "iom: {}: cannot read the existing versions from the tracker ({e}); \
@@ -100,6 +122,9 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
             for w in &p.warnings {
                 eprintln!("warning: {w}");
             }
+            for c in &p.continued {
+                eprintln!("iom: {c}");
+            }
             Ok(Some(p))
         }
         Err(e) => {
@@ -110,6 +135,20 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
             Ok(None)
         }
     }
+}
+
+/// What an earlier publish of `graph` left in its work folder (see
+/// [`plan::plan_numbered`]). A folder that cannot be read counts as none: the
+/// plan then takes a new version, and the publish itself reports the folder.
+fn earlier_publish(graph: &iom::task::Graph) -> Option<plan::EarlierPublish> {
+    let work = WorkDir::open(&graph.work_dir).ok()?;
+    let same = work.manifest().ok()? == *graph;
+    let state = work.status().ok()?.state;
+    Some(plan::EarlierPublish {
+        state: state.as_str().to_string(),
+        unfinished: state != GraphState::Succeeded,
+        same,
+    })
 }
 
 pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8> {
@@ -170,7 +209,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
                 );
             }
         });
-        let opts = embedded_options(settings, on_event, true);
+        let opts = embedded_options(settings, on_event, true, args.embedded);
         let statuses = rt.block_on(async {
             let mut opts = opts;
             opts.stop = Some(interrupt(&ctx));
@@ -185,11 +224,15 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
         broker.declare_topology().await?;
         let transport = BrokerTransport::open(&broker, ctx.worker.clone()).await?;
         // Nothing is sent while one of the graphs runs in another process.
+        let resent = runtime::hand_to_farm(&works, &ctx, &transport).await?;
         for w in &works {
-            w.forget_in_process()?;
-        }
-        for w in &works {
-            let mut sent = runtime::submit(w, &ctx, &transport).await?;
+            let graph = w.manifest()?;
+            let mut sent: Vec<_> = resent
+                .iter()
+                .filter(|t| graph.nodes.iter().any(|n| &n.id == *t))
+                .cloned()
+                .collect();
+            sent.extend(runtime::submit(w, &ctx, &transport).await?);
             sent.extend(runtime::retry_failed(w, &ctx, &transport).await?);
             if !args.json {
                 println!(
@@ -231,9 +274,11 @@ fn embedded_options(
     settings: &Settings,
     on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync>,
     retry_failed: bool,
+    take_from_farm: bool,
 ) -> EmbeddedOptions {
     let mut opts = EmbeddedOptions::new(settings.worker.slots.into(), on_event);
     opts.retry_failed = retry_failed;
+    opts.take_from_farm = take_from_farm;
     opts.grace = Duration::from_secs(settings.worker.shutdown_grace_secs);
     opts
 }
@@ -526,8 +571,8 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
     let ready = work.ready_to_resume(args.include_unstarted)?;
     let rt = tokio_rt()?;
     let ctx = runtime_ctx(settings)?;
-    if settings.broker.url.is_empty() {
-        let opts = embedded_options(settings, Arc::new(|_| {}), args.retry_failed);
+    if settings.broker.url.is_empty() || args.embedded {
+        let opts = embedded_options(settings, Arc::new(|_| {}), args.retry_failed, args.embedded);
         let s = rt.block_on(async {
             let mut opts = opts;
             opts.stop = Some(interrupt(&ctx));
@@ -539,14 +584,16 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
         retry_hint(settings, &s[0]);
         return Ok(exit_code(&s));
     }
-    work.forget_in_process()?;
     let cfg = BrokerConfig::from_settings(&settings.broker)?;
     let graph = work.manifest()?;
     let n = rt.block_on(async {
         let broker = Broker::connect(&cfg).await?;
         broker.declare_topology().await?;
         let transport = BrokerTransport::open(&broker, ctx.worker.clone()).await?;
-        let mut sent = runtime::dispatch_tasks(&work, ready, &ctx, &transport).await?;
+        let works = [work.clone()];
+        let mut sent = runtime::hand_to_farm(&works, &ctx, &transport).await?;
+        let ready: Vec<_> = ready.into_iter().filter(|t| !sent.contains(t)).collect();
+        sent.extend(runtime::dispatch_tasks(&work, ready, &ctx, &transport).await?);
         if args.retry_failed {
             sent.extend(runtime::retry_failed(&work, &ctx, &transport).await?);
         }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use iom::config::Settings;
 use iom::error::{Classify, ErrorClass};
-use iom::plan::{plan, plan_numbered, PlanError, PlanOptions, PublishInfoKey, RowError};
+use iom::plan::{
+    plan, plan_numbered, EarlierPublish, PlanError, PlanOptions, PublishInfoKey, RowError,
+};
 use iom::sample::{write_plate, PlateSpec};
 use iom::scanlist::Row;
 use iom::task::{task_id, Graph, Source, Step, StepKind};
@@ -259,6 +261,143 @@ fn auto_version_follows_disk_and_tracker() {
     };
     let p = plan(&rows, &f.settings, &opts, &|_| vec![50]).unwrap();
     assert_eq!(p.graphs[0].info.version, 42);
+}
+
+/// Publishing the same rows again continues their own unfinished version
+/// (same graph, no `--force`) instead of numbering a new one over a
+/// half-published folder; a finished, or differently planned, earlier publish
+/// gets the next version as before.
+#[test]
+fn the_same_rows_continue_their_unfinished_version() {
+    let f = fixture();
+    let dir = f.type_dir("ABC_0010", "org");
+    std::fs::create_dir_all(dir.join("v001")).unwrap();
+    std::fs::write(dir.join("v001/ABC_0010_org_v001.1001.exr"), b"x").unwrap();
+    let r = f.row("ABC_0010", "r1", "plate.");
+    let rows = [(2, r.clone())];
+    let first = plan(
+        std::slice::from_ref(&r),
+        &f.settings,
+        &f.opts(),
+        &|_| vec![],
+    )
+    .unwrap();
+    assert_eq!(first.graphs[0].info.version, 2, "v001 is on disk");
+    // The graph this plan would make of v001: planned with v001 forced.
+    let forced_v1 = PlanOptions {
+        force: true,
+        version_override: Some(1),
+        ..f.opts()
+    };
+    let v1 = plan(
+        std::slice::from_ref(&r),
+        &f.settings,
+        &forced_v1,
+        &|_| vec![],
+    )
+    .unwrap()
+    .graphs
+    .remove(0);
+    let earlier = |state: &str, same_graph: bool| {
+        let v1 = v1.clone();
+        let state = state.to_string();
+        move |g: &Graph| {
+            (g.id == v1.id).then(|| EarlierPublish {
+                state: state.clone(),
+                unfinished: state != "succeeded",
+                same: same_graph && *g == v1,
+            })
+        }
+    };
+
+    let p = plan_numbered(
+        &rows,
+        &f.settings,
+        &f.opts(),
+        &|_| vec![1],
+        &earlier("failed", true),
+    )
+    .unwrap();
+    assert_eq!(p.graphs[0], v1, "the same graph, continued");
+    assert!(
+        p.warnings.is_empty(),
+        "no --force warning: {:?}",
+        p.warnings
+    );
+    assert_eq!(p.continued.len(), 1, "{:?}", p.continued);
+    let note = &p.continued[0];
+    assert!(
+        note.contains("row 2: continuing v001 of ABC_0010 org")
+            && note.contains(&v1.id.0)
+            && note.contains("failed"),
+        "{note}"
+    );
+
+    // Interrupted or still running: continued too (the run resends or waits).
+    for state in ["interrupted", "running"] {
+        let p = plan_numbered(
+            &rows,
+            &f.settings,
+            &f.opts(),
+            &|_| vec![],
+            &earlier(state, true),
+        )
+        .unwrap();
+        assert_eq!(p.graphs[0].info.version, 1, "{state}");
+    }
+
+    // Finished: the next version, no note.
+    let p = plan_numbered(
+        &rows,
+        &f.settings,
+        &f.opts(),
+        &|_| vec![],
+        &earlier("succeeded", true),
+    )
+    .unwrap();
+    assert_eq!(p.graphs[0].info.version, 2);
+    assert!(p.continued.is_empty() && p.warnings.is_empty());
+
+    // Planned differently since (rows or settings): the next version, and a
+    // warning naming the earlier publish and how to finish it.
+    let p = plan_numbered(
+        &rows,
+        &f.settings,
+        &f.opts(),
+        &|_| vec![],
+        &earlier("failed", false),
+    )
+    .unwrap();
+    assert_eq!(p.graphs[0].info.version, 2);
+    assert!(p.continued.is_empty());
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].contains(&format!("iom resume {} --retry-failed", v1.id)),
+        "{:?}",
+        p.warnings
+    );
+
+    // Asked for by number: the unfinished publish of v001 needs no --force,
+    // whether the folder or the tracker holds it.
+    let mut r1 = r.clone();
+    r1.version = Some(1);
+    let p = plan_numbered(
+        &[(2, r1.clone())],
+        &f.settings,
+        &f.opts(),
+        &|_| vec![1],
+        &earlier("failed", true),
+    )
+    .unwrap();
+    assert_eq!(p.graphs[0], v1);
+    let errs = row_errors(plan_numbered(
+        &[(2, r1)],
+        &f.settings,
+        &f.opts(),
+        &|_| vec![1],
+        &earlier("succeeded", true),
+    ));
+    assert_eq!(errs.len(), 2, "tracker and folder: {errs:?}");
 }
 
 #[test]
@@ -820,6 +959,7 @@ fn every_bad_row_is_reported_at_once() {
         &f.settings,
         &f.opts(),
         &|_| vec![],
+        &|_| None,
     ));
     assert_eq!(errs.len(), 1);
     assert_eq!((errs[0].row, errs[0].column), (12, Some("pad")));

@@ -945,37 +945,46 @@ fn broker_sigterm_finishes_the_running_step_then_exits() {
 
 /// A step that outlives the SIGTERM grace period is stopped (it checks for
 /// cancellation between frames) and the worker exits; nothing is recorded for
-/// the stopped attempt, and its delivery comes back to the next worker.
+/// the stopped attempt, and its task comes back to the next worker. Stopping
+/// workers again and again (rolling restarts) does not count toward the queue's
+/// delivery limit (3 here): the fifth worker still gets the task, and nothing is
+/// dead-lettered.
 #[test]
 fn broker_sigterm_stops_a_step_that_outlives_the_grace_period() {
     let vh = Vhost::new();
     let p = project("probe, copy", Some(&vh));
     let (a, graph) = one_plate(&p, 32, 18, 3);
     let work = submit(&p, &graph);
-    let mut w = command(&p, "iom-worker", "copy:sleep_ms:120000")
-        .env("IOM__WORKER__SHUTDOWN_GRACE_SECS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    wait_for(&work, Duration::from_secs(30), "copy running", |s| {
-        matches!(state_of(s, StepKind::Copy), TaskState::Running { .. })
-    });
-    sigterm(&w);
-    let status = wait_exit(
-        &mut w,
-        Duration::from_secs(15),
-        "the worker to stop after its grace",
-    );
-    assert!(status.success(), "{status:?}");
-    let s = work.status().unwrap();
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Copy),
-            TaskState::Running { attempt: 1, .. }
-        ),
-        "nothing recorded for the stopped step: {s:#?}"
-    );
+    for round in 1..=4 {
+        let mut w = command(&p, "iom-worker", "copy:sleep_ms:120000")
+            .env("IOM__WORKER__SHUTDOWN_GRACE_SECS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let pid = format!("/{}", w.id());
+        wait_for(
+            &work,
+            Duration::from_secs(30),
+            "copy running",
+            |s| matches!(state_of(s, StepKind::Copy), TaskState::Running { ref worker, .. } if worker.ends_with(&pid)),
+        );
+        sigterm(&w);
+        let status = wait_exit(
+            &mut w,
+            Duration::from_secs(15),
+            "the worker to stop after its grace",
+        );
+        assert!(status.success(), "round {round}: {status:?}");
+        let s = work.status().unwrap();
+        assert!(
+            matches!(
+                state_of(&s, StepKind::Copy),
+                TaskState::Running { attempt: 1, .. }
+            ),
+            "round {round}: nothing recorded for the stopped step: {s:#?}"
+        );
+    }
     let _w = Workers(vec![spawn_worker(&p, "")]);
     let s = wait_for(&work, Duration::from_secs(60), "graph success", |s| {
         s.state == GraphState::Succeeded
@@ -985,6 +994,7 @@ fn broker_sigterm_stops_a_step_that_outlives_the_grace_period() {
         "{s:#?}"
     );
     assert_published(&a, &p.delivery, &graph);
+    assert!(dlq_list(&p).is_empty(), "{:#?}", dlq_list(&p));
 }
 
 #[test]
@@ -1202,7 +1212,8 @@ fn plate_and_sheet(p: &Project) -> (PlateSpec, String) {
 fn embedded_publish_until_copy_runs(p: &Project, fault: &str) -> (Child, WorkDir, PlateSpec) {
     let (a, sheet) = plate_and_sheet(p);
     let child = command(p, "iom", fault)
-        .args(["publish", "--json"])
+        // In-process also when `p` has a broker.
+        .args(["publish", "--json", "--embedded"])
         .arg(&sheet)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1330,6 +1341,38 @@ fn cli_embedded_second_sigterm_stops_the_running_step_and_resume_reruns_it() {
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
 }
 
+/// A step that does not stop when asked (stuck in a system call: here a copy
+/// blocked for 2 minutes without checking for cancellation) does not keep an
+/// interrupted in-process publish from exiting: after the second SIGTERM it gets
+/// `runtime::STOP_WAIT` (10 s) and is abandoned; nothing is recorded for it, and
+/// `iom resume` runs it again.
+#[test]
+fn cli_embedded_stop_abandons_a_step_that_does_not_stop() {
+    let p = project("probe, copy, cleanup", None);
+    let (mut child, work, a) = embedded_publish_until_copy_runs(&p, "copy:stuck_ms:120000");
+    let id = work.manifest().unwrap().id.0;
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm(&child);
+    let st = wait_exit(&mut child, Duration::from_secs(30), "iom publish to stop");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(st.code(), Some(130), "{err}");
+    let s = work.status().unwrap();
+    assert_eq!(s.state, GraphState::Interrupted, "{s:#?}");
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Copy),
+            TaskState::Running { attempt: 1, .. }
+        ),
+        "{s:#?}"
+    );
+    let out = iom_exit(&p, "", &["resume", &id], 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("done #2"), "{text}");
+    assert_published(&a, &p.delivery, &work.manifest().unwrap());
+}
+
 /// Publishing the same rows again after a failure (the cause fixed) plans the
 /// same graph and runs its failed tasks again; nothing that succeeded is redone.
 #[test]
@@ -1362,6 +1405,161 @@ fn cli_embedded_publishing_again_reruns_the_failed_tasks() {
         Some(1),
         "the probe is not redone: {s:#?}"
     );
+    assert_published(&a, &p.delivery, &work.manifest().unwrap());
+}
+
+/// A publish that failed after its frames were published (here the tracker
+/// refused the registration for good): publishing the same rows again continues
+/// that version, instead of publishing v002 beside a half-published v001.
+/// Once v001 has finished, the same rows make v002 as before.
+#[test]
+fn cli_embedded_publishing_again_continues_the_half_published_version() {
+    let p = project("probe, copy, register, cleanup", None);
+    let (a, sheet) = plate_and_sheet(&p);
+    let sheet = sheet.as_str();
+    let out = iom_exit(&p, "register:permanent:1", &["publish", "--json", sheet], 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "failed", "{v:#}");
+    let id = v[0]["graph_id"].as_str().unwrap().to_string();
+    let type_dir = p.root.join("seq/ABC/ABC_0010/plate/org");
+    let versions = || {
+        let mut v: Vec<String> = std::fs::read_dir(&type_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('v'))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(versions(), ["v001"], "the frames were published");
+
+    let out = iom_exit(&p, "", &["publish", "--json", sheet], 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("row 2: continuing v001 of ABC_0010 org")
+            && err.contains(&format!("{id} was published before and 1 task(s) failed")),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v[0]["graph_id"].as_str(), &v[0]["state"]),
+        (Some(id.as_str()), &serde_json::json!("succeeded")),
+        "{v:#}"
+    );
+    assert_eq!(versions(), ["v001"], "no v002 beside the unfinished v001");
+    let work = WorkDir::open(&p.root.join(".iom/publishes").join(&id)).unwrap();
+    let s = work.status().unwrap();
+    assert_eq!(succeeded_at(&s, StepKind::Register), Some(2), "{s:#?}");
+    assert_eq!(
+        succeeded_at(&s, StepKind::Copy),
+        Some(1),
+        "copied once: {s:#?}"
+    );
+    assert_published(&a, &p.delivery, &work.manifest().unwrap());
+
+    // v001 is finished now: the same rows are a new version.
+    let out = iom_exit(&p, "", &["publish", "--json", sheet], 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("continuing"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(v[0]["graph_id"].as_str(), Some(id.as_str()), "{v:#}");
+    assert_eq!(versions(), ["v001", "v002"]);
+}
+
+/// `p`'s settings without a broker (the embedded default), as a workstation
+/// with no farm settings would read the same project.
+fn no_broker_config(p: &Project) -> PathBuf {
+    let yaml = std::fs::read_to_string(&p.config).unwrap();
+    let url = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("url:"))
+        .unwrap()
+        .to_string();
+    let local = p.config.with_file_name("no-broker.yml");
+    std::fs::write(&local, yaml.replace(&url, "  url: \"\"")).unwrap();
+    local
+}
+
+/// A publish submitted to the farm is not run in-process as well by a user
+/// without the farm settings (its tasks would run twice): `iom resume` and a
+/// publish of the same rows are refused, naming the submitter and the way out;
+/// with `--embedded` the graph is taken back and finished in-process.
+#[test]
+fn a_farm_publish_runs_in_process_only_when_taken_back() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let (a, sheet) = plate_and_sheet(&p);
+    let out = iom_ok(&p, &["publish", "--json", &sheet]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v[0]["graph_id"].as_str().unwrap().to_string();
+    let work = WorkDir::open(&p.root.join(".iom/publishes").join(&id)).unwrap();
+    assert!(work.farm_handoff().unwrap().is_some());
+    // No worker runs: the probe waits on the farm's queue.
+    let local = no_broker_config(&p);
+    let here = |args: &[&str]| {
+        command(&p, "iom", "")
+            .env("IOM_CONFIG", &local)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [vec!["resume", id.as_str()], vec!["publish", sheet.as_str()]] {
+        let out = here(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("publish {id} was submitted to the farm (by "))
+                && err.contains("pass --embedded"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            state_of(&work.status().unwrap(), StepKind::Probe),
+            &TaskState::Dispatched,
+            "nothing ran in-process: {args:?}"
+        );
+    }
+
+    let out = here(&["resume", &id, "--embedded"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = work.status().unwrap();
+    assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
+    assert_eq!(work.farm_handoff().unwrap(), None, "taken back");
+    assert_published(&a, &p.delivery, &work.manifest().unwrap());
+}
+
+/// An in-process publish stopped mid-copy, then handed to the farm with `iom
+/// resume` (broker configured): what the stopped run had started is sent to the
+/// farm too (it was on no queue), and the farm finishes the publish. Before,
+/// the cut-off copy stayed `running` for ever.
+#[test]
+fn an_interrupted_in_process_publish_resumed_on_the_farm_finishes_there() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let (mut child, work, a) = embedded_publish_until_copy_runs(&p, "copy:sleep_ms:60000");
+    let id = work.manifest().unwrap().id.0;
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm(&child);
+    let st = wait_exit(&mut child, Duration::from_secs(20), "iom publish to stop");
+    assert_eq!(st.code(), Some(130));
+    assert_eq!(work.status().unwrap().state, GraphState::Interrupted);
+
+    let out = iom_ok(&p, &["resume", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("re-published 1 task(s)"), "{text}");
+    let s = work.status().unwrap();
+    assert_eq!(s.state, GraphState::Running, "on the farm now: {s:#?}");
+    let _w = Workers(vec![spawn_worker(&p, "")]);
+    wait_for(&work, Duration::from_secs(60), "the farm to finish", |s| {
+        s.state == GraphState::Succeeded
+    });
+    let s = work.status().unwrap();
+    assert_eq!(succeeded_at(&s, StepKind::Copy), Some(2), "{s:#?}");
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
 }
 

@@ -575,12 +575,45 @@ fn a_graph_whose_in_process_run_stopped_is_interrupted_until_it_is_resumed() {
     }
     assert_eq!(w.status().unwrap().state, GraphState::Succeeded);
 
-    // Handed to a broker: the lock file goes.
+    // Handed to a broker: the hand-off says an in-process run had it (its
+    // leftovers are to be sent), and the lock file goes once they are.
     let g2 = graph_of(&tmp.path().join("other"), &[(StepKind::Probe, &[])]);
     let w2 = WorkDir::create(&g2).unwrap();
     drop(w2.lock_in_process().unwrap());
     assert_eq!(w2.status().unwrap().state, GraphState::Interrupted);
+    assert!(w2.hand_to_farm("farmhost/7").unwrap(), "ran in-process");
+    assert_eq!(w2.farm_handoff().unwrap().unwrap().by, "farmhost/7");
     w2.forget_in_process().unwrap();
     assert!(!w2.in_process_lock_path().exists());
     assert_eq!(w2.status().unwrap().state, GraphState::Running);
+    // An in-process run now refuses it, naming who submitted it; only when
+    // told to (`--embedded`) does it take it back.
+    match w2.claim_from_farm(false) {
+        Err(e @ StoreError::OnTheFarm { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.contains(&g2.id.0) && m.contains("farmhost/7") && m.contains("--embedded"),
+                "{m}"
+            );
+            assert_eq!(e.class(), ErrorClass::Permanent);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        w2.farm_handoff().unwrap().is_some(),
+        "a refusal changes nothing"
+    );
+    w2.claim_from_farm(true).unwrap();
+    assert_eq!(w2.farm_handoff().unwrap(), None);
+    w2.claim_from_farm(false).unwrap();
+
+    // Never run in-process: nothing to send, no lock file left behind.
+    let g3 = graph_of(&tmp.path().join("third"), &[(StepKind::Probe, &[])]);
+    let w3 = WorkDir::create(&g3).unwrap();
+    assert!(!w3.hand_to_farm("farmhost/8").unwrap());
+    assert!(!w3.in_process_lock_path().exists());
+    assert_eq!(w3.status().unwrap().state, GraphState::Running);
+    // The first hand-off is the one kept.
+    assert!(!w3.hand_to_farm("farmhost/9").unwrap());
+    assert_eq!(w3.farm_handoff().unwrap().unwrap().by, "farmhost/8");
 }
