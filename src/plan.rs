@@ -23,7 +23,7 @@
 //!    version that appeared since the dry run. One exception: when the last
 //!    version (or the explicit one) is these very rows' own earlier publish that
 //!    did not finish (same graph, as the caller finds its work folder), the plan
-//!    continues it instead ([`Plan::continued`]): publishing again after a failure
+//!    continues it instead ([`Plan::notes`]): publishing again after a failure
 //!    finishes the half-published version rather than leaving it behind.
 //! 5. **Paths.** Every output path is rendered from the templates under the project
 //!    root and must stay below it after lexical normalisation; two groups may not
@@ -100,8 +100,14 @@ pub struct Plan {
     /// Things the user should know that did not stop the plan (forced overwrites).
     pub warnings: Vec<String>,
     /// Groups that continue an unfinished earlier publish of the same rows and
-    /// version instead of taking a new version, and why; informational.
-    pub continued: Vec<String>,
+    /// version instead of taking a new version, or that replace an earlier plan
+    /// of their version, and why; informational.
+    pub notes: Vec<String>,
+    /// Earlier publishes (same graph ids, other manifests) that published
+    /// nothing and are not running, which this plan replaces: the caller moves
+    /// their work folders aside ([`crate::store::WorkDir::supersede`]) before
+    /// creating the new ones.
+    pub replaces: Vec<GraphId>,
 }
 
 /// An earlier publish of a planned graph, as the caller of [`plan_numbered`]
@@ -112,6 +118,9 @@ pub struct EarlierPublish {
     pub state: String,
     /// Whether it did not finish (not `succeeded`).
     pub unfinished: bool,
+    /// Whether something runs or may still run it (`running`: on the farm's
+    /// queues, or in an in-process run).
+    pub running: bool,
     /// Whether its manifest is the planned graph itself (same rows, settings,
     /// version), so continuing it publishes exactly this plan.
     pub same: bool,
@@ -1019,7 +1028,7 @@ fn next_version_hint(opts: &PlanOptions) -> &'static str {
 /// not finished continues that publish (the same graph, no `--force` needed)
 /// instead of taking the next version: publishing the same rows again after a
 /// failure finishes what was started instead of leaving a half-published version
-/// behind. [`Plan::continued`] says which.
+/// behind. [`Plan::notes`] says which.
 pub fn plan_numbered(
     rows: &[(usize, Row)],
     settings: &Settings,
@@ -1159,34 +1168,77 @@ fn plan_inner(
         let graph = build_graph(settings, p, paths, project, &colorspace).ok()?;
         earlier(&graph).map(|e| (e, graph.id))
     };
-    let mut continued = Vec::new();
-    let mut note_continued = |p: &mut Planned<'_>, found: Option<(EarlierPublish, GraphId)>| {
-        let first = &p.rows[0];
-        match found {
-            Some((e, id)) if e.unfinished && e.same => {
-                p.continued = true;
-                continued.push(format!(
-                    "row {}: continuing {} of {} {} (publish {id}, {}): it was published \
-                     from these rows before and did not finish",
+    let mut notes = Vec::new();
+    let mut replaces = Vec::new();
+    // The last version published, when it is these rows' own unfinished
+    // publish: continue it. Planned differently since: say so, and take the next.
+    let mut continue_if_same =
+        |p: &mut Planned<'_>, found: Option<(EarlierPublish, GraphId)>, notes: &mut Vec<String>| {
+            let first = &p.rows[0];
+            match found {
+                Some((e, id)) if e.unfinished && e.same => {
+                    p.continued = true;
+                    notes.push(format!(
+                        "row {}: continuing {} of {} {} (publish {id}, {}): it was published \
+                         from these rows before and did not finish",
+                        first.line,
+                        version_label(p.version),
+                        first.shot,
+                        first.seq_type,
+                        e.state
+                    ));
+                }
+                Some((e, id)) if e.unfinished => warnings.push(format!(
+                    "row {}: the earlier publish {id} of {} {} {} did not finish ({}) and \
+                     was planned differently (the rows or settings changed since), so it is \
+                     not continued; `iom resume {id} --retry-failed` finishes it as it was planned",
                     first.line,
-                    version_label(p.version),
                     first.shot,
                     first.seq_type,
+                    version_label(p.version),
                     e.state
-                ));
+                )),
+                _ => {}
             }
-            Some((e, id)) if e.unfinished => warnings.push(format!(
-                "row {}: the earlier publish {id} of {} {} {} did not finish ({}) and \
-                 was planned differently (the rows or settings changed since), so it is \
-                 not continued; `iom resume {id} --retry-failed` finishes it as it was planned",
-                first.line,
-                first.shot,
-                first.seq_type,
-                version_label(p.version),
-                e.state
-            )),
-            _ => {}
+        };
+    // The version this plan takes was planned before differently (the same ids,
+    // another manifest: the rows or settings changed after a publish that
+    // published nothing, or --force): this plan replaces that one, unless it is
+    // still running.
+    let mut replace_if_other = |p: &Planned<'_>,
+                                found: Option<(EarlierPublish, GraphId)>,
+                                errors: &mut Vec<RowError>,
+                                notes: &mut Vec<String>| {
+        let first = &p.rows[0];
+        let Some((e, id)) = found.filter(|(e, _)| !e.same) else {
+            return;
+        };
+        if e.running {
+            errors.push(RowError {
+                row: first.line,
+                column: None,
+                message: format!(
+                    "{} of {} {} is being published now from other rows or settings \
+                     (publish {id}, running); wait for it to finish, or stop it, then \
+                     publish again",
+                    version_label(p.version),
+                    first.shot,
+                    first.seq_type
+                ),
+            });
+            return;
         }
+        notes.push(format!(
+            "row {}: {} of {} {} was planned before from other rows or settings \
+             (publish {id}, {}); this publish replaces that plan (its work folder is \
+             kept under .superseded)",
+            first.line,
+            version_label(p.version),
+            first.shot,
+            first.seq_type,
+            e.state
+        ));
+        replaces.push(id);
     };
     let mut disk_cache: BTreeMap<(PathBuf, String), u32> = BTreeMap::new();
     let mut tracker_cache: BTreeMap<PublishInfoKey, Vec<u32>> = BTreeMap::new();
@@ -1215,7 +1267,11 @@ fn plan_inner(
             Some(v) => {
                 p.version = v;
                 let found = earlier_of(&p);
-                note_continued(&mut p, found);
+                if found.as_ref().is_some_and(|(e, _)| e.same) {
+                    continue_if_same(&mut p, found, &mut notes);
+                } else {
+                    replace_if_other(&p, found, &mut errors, &mut notes);
+                }
                 if tracker.contains(&v) && !opts.force && !p.continued {
                     errors.push(RowError {
                         row: line,
@@ -1240,12 +1296,11 @@ fn plan_inner(
                 };
                 let in_plan = claimed.get(&s).and_then(|c| c.last().copied()).unwrap_or(0);
                 let published = tracker.iter().copied().max().unwrap_or(0).max(disk);
-                // The last version published, when it is these rows' own unfinished
-                // publish (and no other group of this plan takes it).
+                // No other group of this plan takes the last version published.
                 if published > in_plan {
                     p.version = published;
                     let found = earlier_of(&p);
-                    note_continued(&mut p, found);
+                    continue_if_same(&mut p, found, &mut notes);
                 }
                 if !p.continued {
                     let next = published.max(in_plan).saturating_add(1);
@@ -1260,6 +1315,14 @@ fn plan_inner(
                         continue;
                     }
                     p.version = next;
+                    let found = earlier_of(&p);
+                    if found.as_ref().is_some_and(|(e, _)| e.same) {
+                        // These rows' own publish of a version nothing was
+                        // published into yet (it failed or stopped early).
+                        continue_if_same(&mut p, found, &mut notes);
+                    } else {
+                        replace_if_other(&p, found, &mut errors, &mut notes);
+                    }
                 }
                 claimed.entry(s.clone()).or_default().insert(p.version);
             }
@@ -1363,7 +1426,8 @@ fn plan_inner(
         graphs,
         skipped,
         warnings,
-        continued,
+        notes,
+        replaces,
     })
 }
 

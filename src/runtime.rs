@@ -173,21 +173,36 @@ pub async fn handle<T: Transport>(
 ) -> Result<Outcome, RuntimeError> {
     // One trip to the blocking pool: open the folder, read the manifest, fence
     // the attempt (each is shared-storage IO).
-    let (dir, task, attempt, worker) = (
+    let (dir, task, attempt, worker, step) = (
         msg.work_dir.clone(),
         msg.task_id.clone(),
         msg.attempt,
         ctx.worker.clone(),
+        msg.step.clone(),
     );
     let setup = off_thread(move || -> Result<Setup, StoreError> {
         let work = WorkDir::open(&dir)?;
         let graph = Arc::new(work.manifest()?);
-        if graph.node(&task).is_none() {
-            return Ok(Setup::NotInGraph(format!(
-                "task {task} is not in the manifest of graph {} at {}",
-                graph.id,
-                work.path().display()
-            )));
+        match graph.node(&task) {
+            None => {
+                return Ok(Setup::NotInGraph(format!(
+                    "task {task} is not in the manifest of graph {} at {}",
+                    graph.id,
+                    work.path().display()
+                )))
+            }
+            // The version was planned again (rows or settings changed) after
+            // this message was sent: it must not run against the new plan.
+            Some(node) if node.step != step => {
+                return Ok(Setup::NotInGraph(format!(
+                    "task {task} belongs to an earlier plan of graph {}: the manifest at {} \
+                     was planned again since and holds another step for it; this message \
+                     is obsolete (the new plan runs its own)",
+                    graph.id,
+                    work.path().display()
+                )))
+            }
+            Some(_) => {}
         }
         let begin = work.begin_attempt(&task, attempt, &worker)?;
         Ok(Setup::Ready(Box::new((work, graph, begin))))

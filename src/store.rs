@@ -63,6 +63,9 @@ const DISPATCHED: &str = "dispatched";
 const TMP: &str = "tmp";
 /// Held (`flock`) by the process that runs the graph in-process (embedded).
 const IN_PROCESS_LOCK: &str = "in-process.lock";
+/// Beside the work folders: the folders of plans that a new plan of the same
+/// version replaced ([`WorkDir::supersede`]).
+const SUPERSEDED: &str = ".superseded";
 /// Written when a graph is handed to the farm (a broker's workers).
 const FARM: &str = "farm.json";
 
@@ -874,6 +877,48 @@ impl WorkDir {
         }
         let _ = wd.manifest.set(graph);
         Ok(wd)
+    }
+
+    /// [`StoreError::ManifestMismatch`] when `graph`'s work folder already holds a
+    /// different graph; writes nothing (a check of every graph of a publish before
+    /// [`WorkDir::create`] writes any).
+    pub fn check_manifest(graph: &Graph) -> Result<(), StoreError> {
+        let graph = graph.clone().validated()?;
+        let wd = WorkDir {
+            dir: graph.work_dir.clone(),
+            manifest: OnceLock::new(),
+        };
+        let path = wd.dir.join(MANIFEST);
+        match wd.read_optional::<Graph>(&path, "graph manifest")? {
+            Some(existing) if existing != graph => Err(StoreError::ManifestMismatch {
+                dir: wd.dir.clone(),
+                existing: existing.id,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves the work folder `dir` of a publish that a new plan of the same
+    /// version replaces (it published nothing; see [`crate::plan::Plan::replaces`])
+    /// to `<parent>/.superseded/<name>.<ms>`, out of `iom status`'s listing, and
+    /// returns where. [`StoreError::RunningInProcess`] (nothing moved) when an
+    /// in-process run holds it. A late message of the old plan then finds the
+    /// new manifest, whose step differs from the message's: it is dead-lettered,
+    /// never run against the new plan (see `runtime::handle`).
+    pub fn supersede(dir: &Path) -> Result<PathBuf, StoreError> {
+        let old = WorkDir::open(dir)?;
+        let _held = old.lock_in_process()?;
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "publish".into());
+        let aside = parent.join(SUPERSEDED);
+        fs::create_dir_all(&aside).map_err(io_err("create folder", &aside))?;
+        let to = aside.join(format!("{name}.{}", now_ms()));
+        fs::rename(dir, &to).map_err(io_err("move aside", dir))?;
+        fsync_dir(parent).map_err(io_err("sync", parent))?;
+        Ok(to)
     }
 
     /// Opens an existing work folder (one with a manifest).

@@ -122,8 +122,8 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
             for w in &p.warnings {
                 eprintln!("warning: {w}");
             }
-            for c in &p.continued {
-                eprintln!("iom: {c}");
+            for n in &p.notes {
+                eprintln!("iom: {n}");
             }
             Ok(Some(p))
         }
@@ -143,10 +143,15 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
 fn earlier_publish(graph: &iom::task::Graph) -> Option<plan::EarlierPublish> {
     let work = WorkDir::open(&graph.work_dir).ok()?;
     let same = work.manifest().ok()? == *graph;
-    let state = work.status().ok()?.state;
+    let status = work.status().ok()?;
+    let state = status.state;
+    // A graph none of whose tasks was ever sent (a submit that died after
+    // writing its work folder) is not running anywhere.
+    let sent = status.tasks.iter().any(|t| t.state != TaskState::Waiting);
     Some(plan::EarlierPublish {
-        state: state.as_str().to_string(),
+        state: if sent { state.as_str() } else { "never sent" }.to_string(),
         unfinished: state != GraphState::Succeeded,
+        running: state == GraphState::Running && sent,
         same,
     })
 }
@@ -174,6 +179,20 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
             }
         }
         return Ok(exit::OK);
+    }
+    // Every work folder is checked before any is written: a refused publish
+    // leaves no graph behind.
+    for g in &plan.graphs {
+        if plan.replaces.contains(&g.id) {
+            let kept = WorkDir::supersede(&g.work_dir)?;
+            eprintln!(
+                "iom: the earlier plan of {} is kept in {}",
+                g.id,
+                kept.display()
+            );
+        } else {
+            WorkDir::check_manifest(g)?;
+        }
     }
     let mut works = Vec::new();
     for g in &plan.graphs {

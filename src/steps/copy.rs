@@ -190,7 +190,7 @@ fn copy_frame(
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(StepError::permanent(format!(
-                "source frame {} is missing (gap policy `fail`); have it re-delivered, or publish with gap policy black or previous",
+                "source frame {} is missing (gap policy `fail`); have it re-delivered, or publish again with the setting publish.gap_policy: black or previous (IOM__PUBLISH__GAP_POLICY)",
                 job.src.display()
             )))
         }

@@ -190,7 +190,7 @@ pub fn plate(
     }
     if !missing.is_empty() && policy == GapPolicy::Fail {
         return Err(StepError::permanent(format!(
-            "{}: published frames {} of {} are missing (gap policy `fail`); publish again with gap policy black or previous, or set media.gap_policy",
+            "{}: published frames {} of {} are missing (gap policy `fail`); publish again with the setting publish.gap_policy: black or previous, or set media.gap_policy",
             output.frames_dir.display(),
             super::ranges_text(&super::ranges(&missing)),
             output.plate_name

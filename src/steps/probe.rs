@@ -126,7 +126,7 @@ fn sequence(
     }
     if !missing.is_empty() && gap_policy == GapPolicy::Fail {
         return Err(StepError::permanent(format!(
-            "{pat}: {} missing frame(s): {} (gap policy `fail`); have the frames re-delivered, or publish with gap policy black or previous",
+            "{pat}: {} missing frame(s): {} (gap policy `fail`); have the frames re-delivered, or publish again with the setting publish.gap_policy: black or previous (IOM__PUBLISH__GAP_POLICY)",
             missing.len(),
             ranges_text(&missing_ranges)
         )));

@@ -305,6 +305,7 @@ fn the_same_rows_continue_their_unfinished_version() {
             (g.id == v1.id).then(|| EarlierPublish {
                 state: state.clone(),
                 unfinished: state != "succeeded",
+                running: state == "running",
                 same: same_graph && *g == v1,
             })
         }
@@ -324,8 +325,8 @@ fn the_same_rows_continue_their_unfinished_version() {
         "no --force warning: {:?}",
         p.warnings
     );
-    assert_eq!(p.continued.len(), 1, "{:?}", p.continued);
-    let note = &p.continued[0];
+    assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+    let note = &p.notes[0];
     assert!(
         note.contains("row 2: continuing v001 of ABC_0010 org")
             && note.contains(&v1.id.0)
@@ -356,7 +357,7 @@ fn the_same_rows_continue_their_unfinished_version() {
     )
     .unwrap();
     assert_eq!(p.graphs[0].info.version, 2);
-    assert!(p.continued.is_empty() && p.warnings.is_empty());
+    assert!(p.notes.is_empty() && p.warnings.is_empty());
 
     // Planned differently since (rows or settings): the next version, and a
     // warning naming the earlier publish and how to finish it.
@@ -369,12 +370,62 @@ fn the_same_rows_continue_their_unfinished_version() {
     )
     .unwrap();
     assert_eq!(p.graphs[0].info.version, 2);
-    assert!(p.continued.is_empty());
+    assert!(p.notes.is_empty());
     assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     assert!(
         p.warnings[0].contains(&format!("iom resume {} --retry-failed", v1.id)),
         "{:?}",
         p.warnings
+    );
+
+    // The version this plan takes (v002) was planned before from other rows or
+    // settings and published nothing (a probe failed, say): replaced, unless it
+    // is still running.
+    let v2 = plan(
+        std::slice::from_ref(&r),
+        &f.settings,
+        &f.opts(),
+        &|_| vec![],
+    )
+    .unwrap()
+    .graphs
+    .remove(0);
+    let other_v2 = |state: &'static str| {
+        let id = v2.id.clone();
+        move |g: &Graph| {
+            (g.id == id).then(|| EarlierPublish {
+                state: state.into(),
+                unfinished: state != "succeeded",
+                running: state == "running",
+                same: false,
+            })
+        }
+    };
+    let p = plan_numbered(
+        &rows,
+        &f.settings,
+        &f.opts(),
+        &|_| vec![],
+        &other_v2("failed"),
+    )
+    .unwrap();
+    assert_eq!(p.graphs[0], v2);
+    assert_eq!(p.replaces, vec![v2.id.clone()]);
+    assert!(
+        p.notes.len() == 1 && p.notes[0].contains("replaces that plan"),
+        "{:?}",
+        p.notes
+    );
+    let errs = row_errors(plan_numbered(
+        &rows,
+        &f.settings,
+        &f.opts(),
+        &|_| vec![],
+        &other_v2("running"),
+    ));
+    assert!(
+        errs.len() == 1 && errs[0].message.contains("is being published now"),
+        "{errs:?}"
     );
 
     // Asked for by number: the unfinished publish of v001 needs no --force,

@@ -10,7 +10,7 @@ use iom::config::Settings;
 use iom::embedded::{self, EmbeddedOptions};
 use iom::plan::{self, PlanOptions};
 use iom::queue::Broker;
-use iom::runtime::{self, RuntimeCtx};
+use iom::runtime::{self, Outcome, RuntimeCtx};
 use iom::sample::{self, PlateSpec};
 use iom::scanlist::Row;
 use iom::store::{GraphState, GraphStatus, TaskState, WorkDir};
@@ -839,6 +839,63 @@ impl runtime::Transport for Told {
     }
 }
 
+/// A late message of a plan that a new plan of the same version replaced (same
+/// task ids, another step: here the probe's gap policy) is dead-lettered as
+/// obsolete, never run against the new plan's work folder.
+#[test]
+fn a_message_of_a_replaced_plan_is_not_run_against_the_new_one() {
+    let p = project("probe, copy, cleanup", None);
+    let (a, old) = one_plate(&p, 32, 18, 2);
+    let mut settings = p.settings.clone();
+    settings.publish.gap_policy = iom::task::GapPolicy::Black;
+    let opts = PlanOptions {
+        delivery_root: Some(p.delivery.clone()),
+        ..PlanOptions::default()
+    };
+    let new = plan::plan(
+        &[row(&p.delivery, &a, "ABC_0010")],
+        &settings,
+        &opts,
+        &|_| vec![],
+    )
+    .unwrap()
+    .graphs
+    .remove(0);
+    assert_eq!(new.id, old.id);
+    assert_ne!(new, old);
+    let work = WorkDir::create(&new).unwrap();
+    let probe = iom::task::TaskId(format!("{}.probe", old.id));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let told = Told::default();
+    let out = rt
+        .block_on(runtime::handle(
+            old.message(&probe, 1).unwrap(),
+            &ctx(&p.settings),
+            &told,
+        ))
+        .unwrap();
+    match out {
+        Outcome::DeadLettered(reason) => {
+            assert!(reason.contains("belongs to an earlier plan"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        state_of(&work.status().unwrap(), StepKind::Probe),
+        &TaskState::Waiting,
+        "nothing begun or recorded"
+    );
+    // The new plan's own message runs.
+    let out = rt
+        .block_on(runtime::handle(
+            new.message(&probe, 1).unwrap(),
+            &ctx(&p.settings),
+            &told,
+        ))
+        .unwrap();
+    assert!(matches!(out, Outcome::Succeeded), "{out:?}");
+}
+
 /// The broker's dead-letter notice about a crash-looped attempt and a human's
 /// `iom dlq requeue` of it can be handled in either order by a worker that starts
 /// after both. Either way the requeued attempt is what `iom status` shows: a
@@ -1561,6 +1618,147 @@ fn an_interrupted_in_process_publish_resumed_on_the_farm_finishes_there() {
     let s = work.status().unwrap();
     assert_eq!(succeeded_at(&s, StepKind::Copy), Some(2), "{s:#?}");
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
+}
+
+/// A publish that failed before publishing anything (the probe found a missing
+/// frame, gap policy `fail`), published again with other settings (gap policy
+/// `black`): the same version is planned again, differently; the new plan
+/// replaces the old one, whose work folder is kept aside, and `iom status`
+/// lists the one publish. Before, the second publish was refused ("already
+/// holds a different publish graph") until the user removed the folder by hand.
+#[test]
+fn cli_publishing_with_other_settings_replaces_a_plan_that_published_nothing() {
+    let p = project("probe, copy, cleanup", None);
+    let (a, sheet) = plate_and_sheet(&p);
+    let sheet = sheet.as_str();
+    std::fs::remove_file(p.delivery.join("A001/A001C003.1002.exr")).unwrap();
+    let out = iom_exit(&p, "", &["publish", "--json", sheet], 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v[0]["graph_id"].as_str().unwrap().to_string();
+    assert!(id.contains("_v001-"), "{id}");
+
+    let out = command(&p, "iom", "")
+        .env("IOM__PUBLISH__GAP_POLICY", "black")
+        .args(["publish", "--json", sheet])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("row 2: v001 of ABC_0010 org was planned before from other rows or settings")
+            && err.contains("this publish replaces that plan")
+            && err.contains(".superseded"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v[0]["graph_id"].as_str(), &v[0]["state"]),
+        (Some(id.as_str()), &serde_json::json!("succeeded")),
+        "{v:#}"
+    );
+    let publishes = p.root.join(".iom/publishes");
+    let kept: Vec<_> = std::fs::read_dir(publishes.join(".superseded"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(kept.len() == 1 && kept[0].starts_with(&id), "{kept:?}");
+    let out = iom_ok(&p, &["status", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list:#}");
+    let frames = std::fs::read_dir(p.root.join("seq/ABC/ABC_0010/plate/org/v001"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        frames as i64,
+        a.count - 1,
+        "the frames there are (proxies and movies fill the gap)"
+    );
+}
+
+/// A submit that died after writing its work folder and before sending
+/// anything left a graph that nothing runs: it does not block a new plan of its
+/// version (before, it showed `running` and was taken for one).
+#[test]
+fn a_submit_that_died_before_sending_does_not_block_a_new_plan() {
+    let p = project("probe, copy, cleanup", None);
+    let (a, sheet) = plate_and_sheet(&p);
+    let ghost = plan_rows(&p, &[row(&p.delivery, &a, "ABC_0010")]).remove(0);
+    WorkDir::create(&ghost).unwrap();
+    let out = command(&p, "iom", "")
+        .env("IOM__PUBLISH__GAP_POLICY", "black")
+        .args(["publish", "--json", &sheet])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "(publish {}, never sent); this publish replaces that plan",
+            ghost.id
+        )),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "succeeded", "{v:#}");
+}
+
+/// The version a publish takes is being published now from another plan (on
+/// the farm, no worker has taken it yet): the publish is refused before any
+/// work folder is written, also for its other rows.
+#[test]
+fn a_publish_is_refused_whole_while_its_version_runs_from_another_plan() {
+    let vh = Vhost::new();
+    let p = project("probe, copy, cleanup", Some(&vh));
+    let a = PlateSpec::exr("A001", "A001C003.", 32, 18, 3);
+    let b = PlateSpec::exr("B001", "B001C001.", 32, 18, 3);
+    sample::write_plate(&p.delivery, &a).unwrap();
+    sample::write_plate(&p.delivery, &b).unwrap();
+    let sheet = p.delivery.join("scanlist_01.xlsx");
+    let mut first = row(&p.delivery, &a, "ABC_0010");
+    first.check = false;
+    let rows = [first.clone(), row(&p.delivery, &b, "ABC_0020")];
+    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
+    let sheet = sheet.to_str().unwrap();
+    iom_ok(&p, &["publish", sheet]);
+    let publishes = p.root.join(".iom/publishes");
+    let count = || {
+        std::fs::read_dir(&publishes)
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
+    assert_eq!(count(), 1);
+
+    first.check = true;
+    let rows = [first, row(&p.delivery, &b, "ABC_0020")];
+    iom::scanlist::write::write(
+        &p.delivery.join("scanlist_02.xlsx"),
+        &rows,
+        &[],
+        &p.settings.scanlist,
+    )
+    .unwrap();
+    let out = command(&p, "iom", "")
+        .env("IOM__PUBLISH__GAP_POLICY", "black")
+        .args(["publish"])
+        .arg(p.delivery.join("scanlist_02.xlsx"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "row 3: v001 of ABC_0020 org is being published now from other rows or settings"
+        ) && err.contains("nothing was published"),
+        "{err}"
+    );
+    assert_eq!(count(), 1, "no work folder written for row 2 either");
 }
 
 #[test]
