@@ -62,7 +62,8 @@ impl Transport for Local {
         reason: &str,
         class: ErrorClass,
     ) -> Result<(), TransportError> {
-        tracing::error!(task = %msg.task_id, ?class, %reason, "dead-lettered (embedded: kept in the work folder's failure record)");
+        // The runtime logged the failure and sent its event: only a trace here.
+        tracing::debug!(task = %msg.task_id, ?class, %reason, "dead-lettered (embedded: kept in the work folder's failure record)");
         Ok(())
     }
 

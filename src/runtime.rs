@@ -214,6 +214,7 @@ pub async fn handle<T: Transport>(
             transport
                 .dead_letter(&msg, &reason, ErrorClass::Permanent)
                 .await?;
+            tracing::error!(task = %msg.task_id, attempt = msg.attempt, %reason, "message dead-lettered");
             return Ok(Outcome::DeadLettered(reason));
         }
         Err(e) if e.class() == ErrorClass::Permanent => {
@@ -221,6 +222,7 @@ pub async fn handle<T: Transport>(
             transport
                 .dead_letter(&msg, &reason, ErrorClass::Permanent)
                 .await?;
+            tracing::error!(task = %msg.task_id, attempt = msg.attempt, %reason, "message dead-lettered");
             return Ok(Outcome::DeadLettered(reason));
         }
         Err(e) => return Err(e.into()),

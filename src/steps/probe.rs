@@ -168,9 +168,15 @@ fn check_frame(path: PathBuf) -> Result<Frame, StepError> {
         Err(e @ MediaError::Io { .. }) if e.class() == ErrorClass::Transient => {
             Err(StepError::from_error(e))
         }
-        Err(e) => Ok(Frame::Bad {
-            message: e.to_string(),
-        }),
+        // The list ends with its own fix hint: not the reader's as well.
+        Err(e) => {
+            let message = e.to_string();
+            Ok(Frame::Bad {
+                message: message
+                    .strip_suffix("; re-copy the frame from the delivery")
+                    .map_or(message.clone(), str::to_string),
+            })
+        }
     }
 }
 
