@@ -281,6 +281,13 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
+    // `iom status | head` ends quietly, as a Unix tool does, instead of panicking
+    // on the closed pipe (Rust ignores SIGPIPE by default). Sockets are not
+    // affected: the standard library sends with MSG_NOSIGNAL.
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,

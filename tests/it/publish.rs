@@ -1761,6 +1761,31 @@ fn a_publish_is_refused_whole_while_its_version_runs_from_another_plan() {
     assert_eq!(count(), 1, "no work folder written for row 2 either");
 }
 
+/// Output into a closed pipe (`iom config | head -1` once head has gone) ends
+/// iom quietly by SIGPIPE, as any Unix tool, instead of a panic and its
+/// backtrace on the terminal.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let p = project("probe, copy", None);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = command(&p, "iom", "")
+        .arg("config")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn resume_republishes_what_a_crashed_submit_left_undispatched() {
     let vh = Vhost::new();
