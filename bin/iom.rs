@@ -377,6 +377,14 @@ fn run_scan(settings: &Settings, args: ScanArgs) -> anyhow::Result<u8> {
     };
     bar.0.finish_and_clear();
     print_report(&report, args.json)?;
+    if report.rows.is_empty() {
+        eprintln!(
+            "iom: no image sequence (EXR, DPX, JPEG) or movie (MOV, MXF) found in {}; \
+             no scanlist written: check that this is the delivery folder",
+            report.delivery.display()
+        );
+        return Ok(exit::ITEM_ERRORS);
+    }
     Ok(if report.summary.errors > 0 {
         exit::ITEM_ERRORS
     } else {

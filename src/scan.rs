@@ -107,7 +107,7 @@ pub struct ScanReport {
     pub gaps: Vec<GapReport>,
     /// Counts.
     pub summary: Summary,
-    /// The scanlist written, if any.
+    /// The scanlist written, if any (none when nothing was found).
     pub scanlist: Option<PathBuf>,
 }
 
@@ -275,7 +275,8 @@ pub fn scan(
         .count() as u64;
     summary.warnings = issues.len() as u64 - summary.errors;
 
-    let scanlist = if opts.write_scanlist {
+    // Nothing found: no empty scanlist for a coordinator to open.
+    let scanlist = if opts.write_scanlist && !rows.is_empty() {
         let path = match &opts.output {
             Some(p) => p.clone(),
             None => scanlist::write::next_scanlist_path(&delivery)?,

@@ -429,6 +429,19 @@ fn cli_exit_codes_json_and_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.mov"));
     assert!(d.join("out.xlsx").is_file());
 
+    // Nothing to list: exit 1 saying so, and no empty scanlist to open.
+    let empty = d.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("readme.txt"), "notes").unwrap();
+    let out = iom().args(["scan"]).arg(&empty).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no image sequence") && err.contains(&empty.display().to_string()),
+        "{err}"
+    );
+    assert!(!empty.join("scanlist_01.xlsx").exists());
+
     // Missing delivery: exit 3 naming it.
     let out = iom()
         .args(["scan", "/nonexistent/delivery"])
