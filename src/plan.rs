@@ -1154,9 +1154,9 @@ fn plan_inner(
     };
     // What an earlier publish of this group as this version left: `None` when
     // there is none (or the version cannot even be rendered: step 3 says why).
-    let earlier_of = |p: &Planned<'_>| -> Option<(EarlierPublish, GraphId)> {
+    let paths_of = |p: &Planned<'_>| {
         let first = &p.rows[0];
-        let paths = render_paths(
+        render_paths(
             settings,
             &layout,
             first,
@@ -1164,7 +1164,9 @@ fn plan_inner(
             project,
             frames_of(first),
         )
-        .ok()?;
+    };
+    let earlier_of = |p: &Planned<'_>| -> Option<(EarlierPublish, GraphId)> {
+        let paths = paths_of(p).ok()?;
         let graph = build_graph(settings, p, paths, project, &colorspace).ok()?;
         earlier(&graph).map(|e| (e, graph.id))
     };
@@ -1334,14 +1336,7 @@ fn plan_inner(
     let mut built: Vec<(Planned<'_>, Paths)> = Vec::new();
     for p in planned {
         let first = &p.rows[0];
-        let paths = match render_paths(
-            settings,
-            &layout,
-            first,
-            p.version,
-            project,
-            frames_of(first),
-        ) {
+        let paths = match paths_of(&p) {
             Ok(x) => x,
             Err(message) => {
                 errors.push(RowError {

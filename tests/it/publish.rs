@@ -1295,6 +1295,36 @@ fn embedded_publish_until_copy_runs(p: &Project, fault: &str) -> (Child, WorkDir
     (child, work, a)
 }
 
+/// Starts an in-process publish of one plate with `fault`, and once its copy
+/// runs stops it with two SIGTERMs (Ctrl-C twice: the running copy is cut off),
+/// within `within`. Returns the work folder, the plate and the publish's stderr,
+/// having checked exit 130 and the state `interrupted` with the copy cut off at
+/// attempt 1 (nothing recorded for it).
+fn cut_off_embedded_publish(
+    p: &Project,
+    fault: &str,
+    within: Duration,
+) -> (WorkDir, PlateSpec, String) {
+    let (mut child, work, a) = embedded_publish_until_copy_runs(p, fault);
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm(&child);
+    let st = wait_exit(&mut child, within, "iom publish to stop");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(st.code(), Some(130), "{err}");
+    let s = work.status().unwrap();
+    assert_eq!(s.state, GraphState::Interrupted, "{s:#?}");
+    assert!(
+        matches!(
+            state_of(&s, StepKind::Copy),
+            TaskState::Running { attempt: 1, .. }
+        ),
+        "no failure recorded for a stopped step: {s:#?}"
+    );
+    (work, a, err)
+}
+
 /// Sends SIGTERM to `child` (what `systemctl stop` or a first Ctrl-C does).
 fn sigterm(child: &Child) {
     assert!(Command::new("kill")
@@ -1366,25 +1396,10 @@ fn cli_embedded_publish_stops_on_sigterm_and_resume_finishes_it() {
 #[test]
 fn cli_embedded_second_sigterm_stops_the_running_step_and_resume_reruns_it() {
     let p = project("probe, copy, cleanup", None);
-    let (mut child, work, a) = embedded_publish_until_copy_runs(&p, "copy:sleep_ms:60000");
+    let (work, a, err) =
+        cut_off_embedded_publish(&p, "copy:sleep_ms:60000", Duration::from_secs(20));
     let id = work.manifest().unwrap().id.0;
-    sigterm(&child);
-    std::thread::sleep(Duration::from_millis(500));
-    sigterm(&child);
-    let st = wait_exit(&mut child, Duration::from_secs(20), "iom publish to stop");
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(st.code(), Some(130), "{err}");
     assert!(err.contains("stopping the running steps"), "{err}");
-    let s = work.status().unwrap();
-    assert_eq!(s.state, GraphState::Interrupted, "{s:#?}");
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Copy),
-            TaskState::Running { attempt: 1, .. }
-        ),
-        "no failure recorded for a stopped step: {s:#?}"
-    );
     let out = iom_exit(&p, "", &["status", &id], 1);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("copy  [cut off #1 on "), "{text}");
@@ -1406,24 +1421,9 @@ fn cli_embedded_second_sigterm_stops_the_running_step_and_resume_reruns_it() {
 #[test]
 fn cli_embedded_stop_abandons_a_step_that_does_not_stop() {
     let p = project("probe, copy, cleanup", None);
-    let (mut child, work, a) = embedded_publish_until_copy_runs(&p, "copy:stuck_ms:120000");
+    let (work, a, _) =
+        cut_off_embedded_publish(&p, "copy:stuck_ms:120000", Duration::from_secs(30));
     let id = work.manifest().unwrap().id.0;
-    sigterm(&child);
-    std::thread::sleep(Duration::from_millis(500));
-    sigterm(&child);
-    let st = wait_exit(&mut child, Duration::from_secs(30), "iom publish to stop");
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(st.code(), Some(130), "{err}");
-    let s = work.status().unwrap();
-    assert_eq!(s.state, GraphState::Interrupted, "{s:#?}");
-    assert!(
-        matches!(
-            state_of(&s, StepKind::Copy),
-            TaskState::Running { attempt: 1, .. }
-        ),
-        "{s:#?}"
-    );
     let out = iom_exit(&p, "", &["resume", &id], 0);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("done #2"), "{text}");
@@ -1597,14 +1597,8 @@ fn a_farm_publish_runs_in_process_only_when_taken_back() {
 fn an_interrupted_in_process_publish_resumed_on_the_farm_finishes_there() {
     let vh = Vhost::new();
     let p = project("probe, copy, cleanup", Some(&vh));
-    let (mut child, work, a) = embedded_publish_until_copy_runs(&p, "copy:sleep_ms:60000");
+    let (work, a, _) = cut_off_embedded_publish(&p, "copy:sleep_ms:60000", Duration::from_secs(20));
     let id = work.manifest().unwrap().id.0;
-    sigterm(&child);
-    std::thread::sleep(Duration::from_millis(500));
-    sigterm(&child);
-    let st = wait_exit(&mut child, Duration::from_secs(20), "iom publish to stop");
-    assert_eq!(st.code(), Some(130));
-    assert_eq!(work.status().unwrap().state, GraphState::Interrupted);
 
     let out = iom_ok(&p, &["resume", &id]);
     let text = String::from_utf8_lossy(&out.stdout);
