@@ -238,22 +238,7 @@ pub async fn run(
                 }
             }
             if !running.is_empty() {
-                tracing::warn!(running = running.len(), "cancelling the running steps");
-                ctx.cancel.store(true, Ordering::SeqCst);
-                let stopped = tokio::time::timeout(runtime::STOP_WAIT, async {
-                    while running.join_next().await.is_some() {}
-                })
-                .await;
-                if stopped.is_err() {
-                    // Its thread runs on until the process ends; the task has
-                    // recorded nothing, so the next run starts it over.
-                    tracing::warn!(
-                        running = running.len(),
-                        "abandoning the steps that did not stop"
-                    );
-                    running.abort_all();
-                    while running.join_next().await.is_some() {}
-                }
+                runtime::stop_running(&mut running, &ctx.cancel).await;
             }
         }
     }

@@ -544,6 +544,27 @@ pub async fn resend_orphans<T: Transport>(
 /// the in-process runner alike.
 pub const STOP_WAIT: Duration = Duration::from_secs(10);
 
+/// The end of a shutdown's grace period, for the worker and the in-process
+/// runner alike: asks the `running` steps to stop (`cancel`; a stopped step
+/// records nothing), gives them [`STOP_WAIT`], then abandons the ones still
+/// running (their threads run on until the process ends).
+pub async fn stop_running<T: 'static>(running: &mut tokio::task::JoinSet<T>, cancel: &AtomicBool) {
+    tracing::warn!(running = running.len(), "stopping the running steps");
+    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stopped = tokio::time::timeout(STOP_WAIT, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!(
+            running = running.len(),
+            "abandoning the steps that did not stop"
+        );
+        running.abort_all();
+        while running.join_next().await.is_some() {}
+    }
+}
+
 /// Hands graphs to the farm before anything of theirs is sent
 /// ([`WorkDir::hand_to_farm`], each in turn: nothing is sent when one of them is
 /// running in-process in another process), then sends to `transport` what

@@ -1406,12 +1406,8 @@ impl WorkDir {
             by: by.to_string(),
             at_ms: now_ms(),
         };
-        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Corrupt {
-            path: self.dir.join(FARM),
-            what: "farm hand-off record",
-            detail: e.to_string(),
-        })?;
-        self.create_record(&self.dir.join(FARM), &bytes)?;
+        let path = self.dir.join(FARM);
+        self.create_record(&path, &to_json(&record, &path, "farm hand-off record")?)?;
         if !ran_in_process {
             let path = self.in_process_lock_path();
             fs::remove_file(&path).map_err(io_err("remove", &path))?;

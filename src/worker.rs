@@ -226,19 +226,11 @@ pub async fn run(
             })
             .await;
             if drained.is_err() {
-                tracing::warn!("grace period over: stopping running steps; their tasks go back on their queues");
-                ctx.cancel.store(true, Ordering::SeqCst);
                 // Steps check for cancellation between frames: they stop, record
                 // nothing and are published again (`RuntimeError::ShuttingDown`).
                 // One that does not stop in time is abandoned; closing the
                 // connection returns its delivery.
-                let stopped = tokio::time::timeout(runtime::STOP_WAIT, async {
-                    while running.join_next().await.is_some() {}
-                })
-                .await;
-                if stopped.is_err() {
-                    running.abort_all();
-                }
+                runtime::stop_running(&mut running, &ctx.cancel).await;
             }
             transport.flush_events(Duration::from_secs(2)).await;
             broker.close().await;
