@@ -195,7 +195,9 @@ enum DlqCommand {
         index: usize,
     },
     /// Put dead letters back on their work queue, each as its next attempt (so a
-    /// late report about the dead attempt cannot overrule the new one).
+    /// late report about the dead attempt cannot overrule the new one). A dead
+    /// letter whose task has been taken care of since (see `list`) is left alone:
+    /// running it again could only run the task twice.
     Requeue {
         /// Only this task id.
         #[arg(long, conflicts_with = "all")]
@@ -208,6 +210,25 @@ enum DlqCommand {
         #[arg(long)]
         reset_attempt: bool,
         /// JSON output: the messages sent (task, graph, attempt, round).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove dead letters for good: those that need no requeue, a task's, or
+    /// those that are not task messages. Give at least one; a dead letter
+    /// matching any of them is removed.
+    Drop {
+        /// Those whose task has been taken care of since: it completed or ran
+        /// again, or its publish was planned again or removed (`list` marks them).
+        #[arg(long)]
+        settled: bool,
+        /// This task's dead letters, whatever their state.
+        #[arg(long)]
+        task: Option<String>,
+        /// Bodies that are not task messages this build reads (poison messages,
+        /// other schema versions), once you have looked at them with `show`.
+        #[arg(long)]
+        unreadable: bool,
+        /// JSON output: the dead letters removed.
         #[arg(long)]
         json: bool,
     },

@@ -1254,30 +1254,71 @@ impl Broker {
         task_id: Option<&str>,
         fresh_round: bool,
     ) -> Result<Vec<TaskMessage>, QueueError> {
+        let swept = self
+            .dlq_sweep(|_, task| match task {
+                Some(t) if task_id.is_none_or(|id| t.task_id.0 == id) => {
+                    DlqAction::Requeue(t.requeued(fresh_round))
+                }
+                _ => DlqAction::Keep,
+            })
+            .await?;
+        Ok(swept
+            .into_iter()
+            .filter_map(|s| match s.action {
+                DlqAction::Requeue(t) => Some(t),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Goes through the whole DLQ once, oldest first, and does with each dead
+    /// letter what `choose` says (it gets the letter and its body decoded as a
+    /// task message, when it is one): keep it, send a task message in its place
+    /// (published with confirm to `<p>.tasks`, then the dead copy acked), or drop
+    /// it (acked: gone for good). Kept letters are returned to the DLQ in their
+    /// order at the end. Returns the letters acted on, with what was done.
+    pub async fn dlq_sweep(
+        &self,
+        mut choose: impl FnMut(&DeadLetter, Option<&TaskMessage>) -> DlqAction,
+    ) -> Result<Vec<Swept>, QueueError> {
         let publisher = self.publisher().await?;
-        let ch = self.channel("dlq requeue").await?;
+        let ch = self.channel("dlq sweep").await?;
         let queue = self.names.dead_queue();
         let mut held = Vec::new();
-        let mut moved = Vec::new();
+        let mut done = Vec::new();
+        let mut index = 0;
         let r: Result<(), QueueError> = async {
             while let Some(msg) = self.dlq_get(&ch, &queue).await? {
                 let d = &msg.delivery;
-                let task = match TaskMessage::decode(&d.data) {
-                    Ok(t) if task_id.is_none_or(|id| t.task_id.0 == id) => t,
-                    _ => {
+                let letter = DeadLetter::from_delivery(index, d);
+                index += 1;
+                let task = TaskMessage::decode(&d.data).ok();
+                let action = choose(&letter, task.as_ref());
+                match &action {
+                    DlqAction::Keep => {
                         held.push(d.acker.clone());
                         continue;
                     }
-                };
-                let task = task.requeued(fresh_round);
-                let extra = vec![(REQUEUED_HEADER.to_string(), rfc3339_utc(unix_ms_now()))];
-                if let Err(e) = publisher.publish_task(&task, &extra).await {
-                    held.push(d.acker.clone());
-                    return Err(e);
+                    DlqAction::Requeue(task) => {
+                        let extra =
+                            vec![(REQUEUED_HEADER.to_string(), rfc3339_utc(unix_ms_now()))];
+                        if let Err(e) = publisher.publish_task(task, &extra).await {
+                            held.push(d.acker.clone());
+                            return Err(e);
+                        }
+                        ack_with_timeout(&d.acker, self.cfg.confirm_timeout, &queue).await?;
+                        tracing::info!(task = %task.task_id, attempt = task.attempt, "dead letter requeued");
+                    }
+                    DlqAction::Drop => {
+                        ack_with_timeout(&d.acker, self.cfg.confirm_timeout, &queue).await?;
+                        tracing::info!(
+                            task = letter.task_id.as_deref().unwrap_or("(not a task message)"),
+                            reason = %letter.reason,
+                            "dead letter dropped"
+                        );
+                    }
                 }
-                ack_with_timeout(&d.acker, self.cfg.confirm_timeout, &queue).await?;
-                tracing::info!(task = %task.task_id, attempt = task.attempt, "dead letter requeued");
-                moved.push(task);
+                done.push(Swept { letter, action });
             }
             Ok(())
         }
@@ -1286,8 +1327,29 @@ impl Broker {
         let _ = tokio::time::timeout(Duration::from_secs(2), ch.close(200, "OK".into())).await;
         r?;
         returned?;
-        Ok(moved)
+        Ok(done)
     }
+}
+
+/// What [`Broker::dlq_sweep`] does with one dead letter.
+#[derive(Debug, Clone)]
+pub enum DlqAction {
+    /// Leave it in the DLQ.
+    Keep,
+    /// Send this task message to work in its place (usually
+    /// [`TaskMessage::requeued`] of the dead one), then remove it.
+    Requeue(TaskMessage),
+    /// Remove it for good.
+    Drop,
+}
+
+/// A dead letter [`Broker::dlq_sweep`] acted on.
+#[derive(Debug, Clone)]
+pub struct Swept {
+    /// The letter as it was in the DLQ (`index`: its place in this sweep).
+    pub letter: DeadLetter,
+    /// What was done ([`DlqAction::Requeue`] or [`DlqAction::Drop`]).
+    pub action: DlqAction,
 }
 
 fn quorum_args() -> FieldTable {

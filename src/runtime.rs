@@ -157,6 +157,60 @@ fn event(msg: &TaskMessage, ctx: &RuntimeCtx, state: TaskState) -> TaskEvent {
     }
 }
 
+/// Why a dead letter needs no requeue: its task has been taken care of since.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// The task completed, or a later attempt has run (or runs) since: its
+    /// state now.
+    RanSince(crate::store::TaskState),
+    /// Its publish was planned again since (other rows or settings) and the new
+    /// plan runs its own step for the task, or has none.
+    Replaced,
+    /// Its publish's work folder was removed (the folder that holds it is there).
+    Removed,
+}
+
+impl std::fmt::Display for Settled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Settled::RanSince(state) => write!(f, "since then: {state}"),
+            Settled::Replaced => f.write_str("its publish was planned again since"),
+            Settled::Removed => f.write_str("its publish's work folder was removed"),
+        }
+    }
+}
+
+/// Whether the dead task message `msg` is settled (see [`Settled`]), read from
+/// its work folder. `None` when its failure still stands, and whenever that
+/// cannot be told (the folder is unreadable, or this machine does not see the
+/// project's storage at all): a dead letter is never called settled on a guess.
+pub fn settled(msg: &TaskMessage) -> Option<Settled> {
+    use crate::store::TaskState as S;
+    let dir = &msg.work_dir;
+    let work = match WorkDir::open(dir) {
+        Ok(work) => work,
+        Err(StoreError::NotAWorkDir { .. }) if !dir.exists() => {
+            if WorkDir::was_superseded(dir) {
+                return Some(Settled::Replaced);
+            }
+            return dir.parent()?.is_dir().then_some(Settled::Removed);
+        }
+        Err(_) => return None,
+    };
+    let graph = work.manifest().ok()?;
+    match graph.node(&msg.task_id) {
+        Some(node) if node.step == msg.step => {}
+        _ => return Some(Settled::Replaced),
+    }
+    let state = work.task_state(&msg.task_id).ok()?;
+    let later = match &state {
+        S::Succeeded { .. } => true,
+        S::Running { attempt, .. } | S::Failed { attempt, .. } => *attempt > msg.attempt,
+        S::Waiting | S::Dispatched => false,
+    };
+    later.then_some(Settled::RanSince(state))
+}
+
 /// What the first (blocking) part of [`handle`] found.
 enum Setup {
     /// The work folder, its graph, and the fencing decision.

@@ -921,6 +921,19 @@ impl WorkDir {
         Ok(to)
     }
 
+    /// Whether a work folder once at `dir` was moved aside by [`WorkDir::supersede`].
+    pub fn was_superseded(dir: &Path) -> bool {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return false;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        fs::read_dir(parent.join(SUPERSEDED)).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+    }
+
     /// Opens an existing work folder (one with a manifest).
     pub fn open(dir: &Path) -> Result<WorkDir, StoreError> {
         let path = dir.join(MANIFEST);

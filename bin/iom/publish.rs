@@ -13,7 +13,7 @@ use iom::config::Settings;
 use iom::embedded::{self, EmbeddedOptions};
 use iom::events::TaskEvent;
 use iom::plan::{self, PlanOptions};
-use iom::queue::{Broker, BrokerConfig};
+use iom::queue::{Broker, BrokerConfig, DlqAction};
 use iom::runtime::{self, RuntimeCtx};
 use iom::store::{GraphState, GraphStatus, TaskState, WorkDir};
 use iom::task::Graph;
@@ -414,24 +414,10 @@ fn retry_hint(settings: &Settings, s: &GraphStatus) {
     }
 }
 
-/// The state of a dead letter's task in its work folder, when a later attempt
-/// has run it since (`iom resume --retry-failed`, a publish again, a Tractor
-/// retry): the dead letter is then history. `None` when the body is not a task
-/// message, its folder cannot be read, or its failure still stands.
-fn superseded_by(d: &iom::queue::DeadLetter) -> Option<TaskState> {
-    let msg = iom::task::TaskMessage::decode(&d.body).ok()?;
-    let state = WorkDir::open(&msg.work_dir)
-        .ok()?
-        .task_state(&msg.task_id)
-        .ok()?;
-    match state {
-        TaskState::Succeeded { attempt, .. } | TaskState::Running { attempt, .. }
-            if attempt > msg.attempt =>
-        {
-            Some(state)
-        }
-        _ => None,
-    }
+/// Why the dead letter `d` needs no requeue, when it does not (see
+/// [`iom::runtime::settled`]); `None` also when its body is not a task message.
+fn dead_letter_settled(d: &iom::queue::DeadLetter) -> Option<iom::runtime::Settled> {
+    iom::runtime::settled(&iom::task::TaskMessage::decode(&d.body).ok()?)
 }
 
 /// A publish named by work folder or graph id.
@@ -645,7 +631,7 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                                 "index": d.index, "kind": d.kind, "reason": d.reason, "class": d.class,
                                 "worker": d.worker, "failed_at": d.failed_at, "task_id": d.task_id,
                                 "graph_id": d.graph_id, "x_death_reason": d.x_death_reason,
-                                "since": superseded_by(d).map(|s| s.to_string()),
+                                "settled": dead_letter_settled(d).map(|s| s.to_string()),
                             })
                         })
                         .collect();
@@ -658,8 +644,8 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                             d.kind.as_deref().unwrap_or("?"),
                             d.task_id.as_deref().unwrap_or("(not a task message)"),
                             d.reason,
-                            superseded_by(d)
-                                .map(|s| format!("  [since then: {s}; no requeue needed]"))
+                            dead_letter_settled(d)
+                                .map(|s| format!("  [{s}; no requeue needed]"))
                                 .unwrap_or_default()
                         );
                     }
@@ -694,7 +680,31 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                     eprintln!("iom: say which: --task ID or --all");
                     return anyhow::Ok(exit::USAGE);
                 }
-                let sent = broker.dlq_requeue(task.as_deref(), reset_attempt).await?;
+                let mut left = Vec::new();
+                let swept = broker
+                    .dlq_sweep(|_, msg| match msg {
+                        Some(m) if task.as_deref().is_none_or(|id| m.task_id.0 == id) => {
+                            match iom::runtime::settled(m) {
+                                Some(why) => {
+                                    left.push((m.task_id.clone(), why));
+                                    DlqAction::Keep
+                                }
+                                None => DlqAction::Requeue(m.requeued(reset_attempt)),
+                            }
+                        }
+                        _ => DlqAction::Keep,
+                    })
+                    .await?;
+                for (task, why) in &left {
+                    eprintln!("iom: left the dead letter of {task} in the DLQ: {why}; it needs no requeue (iom dlq drop --settled removes it)");
+                }
+                let sent: Vec<_> = swept
+                    .into_iter()
+                    .filter_map(|s| match s.action {
+                        DlqAction::Requeue(m) => Some(m),
+                        _ => None,
+                    })
+                    .collect();
                 if json {
                     let v: Vec<_> = sent
                         .iter()
@@ -720,7 +730,73 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                     println!("requeued {} task(s)", sent.len());
                 }
                 match task {
-                    Some(t) if sent.is_empty() => {
+                    Some(t) if sent.is_empty() && left.is_empty() => {
+                        eprintln!("iom: no dead letter of task {t} (see iom dlq list)");
+                        exit::ITEM_ERRORS
+                    }
+                    _ => exit::OK,
+                }
+            }
+            DlqCommand::Drop {
+                settled: settled_ones,
+                task,
+                unreadable,
+                json,
+            } => {
+                if !settled_ones && task.is_none() && !unreadable {
+                    eprintln!("iom: say which: --settled, --task ID or --unreadable");
+                    return anyhow::Ok(exit::USAGE);
+                }
+                let mut reasons = Vec::new();
+                let swept = broker
+                    .dlq_sweep(|_, msg| {
+                        let why = match msg {
+                            None if unreadable => Some("not a task message this build reads".to_string()),
+                            None => None,
+                            Some(m) if task.as_deref() == Some(m.task_id.0.as_str()) => {
+                                Some("named by --task".to_string())
+                            }
+                            Some(m) if settled_ones => {
+                                iom::runtime::settled(m).map(|s| s.to_string())
+                            }
+                            Some(_) => None,
+                        };
+                        match why {
+                            Some(why) => {
+                                reasons.push(why);
+                                DlqAction::Drop
+                            }
+                            None => DlqAction::Keep,
+                        }
+                    })
+                    .await?;
+                if json {
+                    let v: Vec<_> = swept
+                        .iter()
+                        .zip(&reasons)
+                        .map(|(s, why)| {
+                            let d = &s.letter;
+                            serde_json::json!({
+                                "kind": d.kind, "task_id": d.task_id, "graph_id": d.graph_id,
+                                "reason": d.reason, "failed_at": d.failed_at, "dropped_because": why,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    for (s, why) in swept.iter().zip(&reasons) {
+                        let d = &s.letter;
+                        println!(
+                            "dropped {} ({}): {}  [{why}]",
+                            d.task_id.as_deref().unwrap_or("(not a task message)"),
+                            d.kind.as_deref().unwrap_or("?"),
+                            d.reason
+                        );
+                    }
+                    println!("dropped {} dead letter(s)", swept.len());
+                }
+                match task {
+                    Some(t) if swept.is_empty() => {
                         eprintln!("iom: no dead letter of task {t} (see iom dlq list)");
                         exit::ITEM_ERRORS
                     }

@@ -13,7 +13,7 @@ use iom::queue::Broker;
 use iom::runtime::{self, Outcome, RuntimeCtx};
 use iom::sample::{self, PlateSpec};
 use iom::scanlist::Row;
-use iom::store::{GraphState, GraphStatus, TaskState, WorkDir};
+use iom::store::{Begin, GraphState, GraphStatus, TaskState, WorkDir};
 use iom::task::{Graph, StepKind};
 use iom::worker::BrokerTransport;
 
@@ -894,6 +894,63 @@ fn a_message_of_a_replaced_plan_is_not_run_against_the_new_one() {
         ))
         .unwrap();
     assert!(matches!(out, Outcome::Succeeded), "{out:?}");
+}
+
+/// `iom dlq` tells a dead letter that needs no requeue from one that does
+/// (`runtime::settled`), and never guesses: a standing failure, and a folder this
+/// machine cannot see, are not settled.
+#[test]
+fn a_dead_letter_is_settled_once_its_task_is_taken_care_of() {
+    use runtime::Settled;
+    let p = project("probe, copy, cleanup", None);
+    let (a, old) = one_plate(&p, 32, 18, 2);
+    let work = WorkDir::create(&old).unwrap();
+    let probe = iom::task::TaskId(format!("{}.probe", old.id));
+    let dead = old.message(&probe, 1).unwrap();
+    assert_eq!(runtime::settled(&dead), None, "waiting: it stands");
+    assert_eq!(work.begin_attempt(&probe, 1, "w1").unwrap(), Begin::Run);
+    assert_eq!(runtime::settled(&dead), None, "its own attempt: it stands");
+    assert_eq!(work.begin_attempt(&probe, 2, "w2").unwrap(), Begin::Run);
+    match runtime::settled(&dead) {
+        Some(Settled::RanSince(TaskState::Running { attempt: 2, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+
+    // Planned again with other settings: the old folder moves aside, then the new
+    // plan's manifest holds another probe.
+    let aside = WorkDir::supersede(work.path()).unwrap();
+    assert_eq!(runtime::settled(&dead), Some(Settled::Replaced));
+    let mut settings = p.settings.clone();
+    settings.publish.gap_policy = iom::task::GapPolicy::Black;
+    let opts = PlanOptions {
+        delivery_root: Some(p.delivery.clone()),
+        ..PlanOptions::default()
+    };
+    let new = plan::plan(
+        &[row(&p.delivery, &a, "ABC_0010")],
+        &settings,
+        &opts,
+        &|_| vec![],
+    )
+    .unwrap()
+    .graphs
+    .remove(0);
+    let work = WorkDir::create(&new).unwrap();
+    assert_eq!(runtime::settled(&dead), Some(Settled::Replaced));
+    assert_eq!(
+        runtime::settled(&new.message(&probe, 1).unwrap()),
+        None,
+        "the new plan's own message stands"
+    );
+
+    // Removed by hand (nothing moved aside): removed.
+    std::fs::remove_dir_all(work.path()).unwrap();
+    std::fs::remove_dir_all(&aside).unwrap();
+    assert_eq!(runtime::settled(&dead), Some(Settled::Removed));
+    // A machine that does not see the project's storage cannot tell.
+    let mut elsewhere = dead.clone();
+    elsewhere.work_dir = p.root.join("not-mounted/.iom/publishes").join(&old.id.0);
+    assert_eq!(runtime::settled(&elsewhere), None);
 }
 
 /// The broker's dead-letter notice about a crash-looped attempt and a human's
@@ -1842,11 +1899,42 @@ fn resume_retry_failed_with_a_broker_republishes_the_failed_task() {
     let dead = dlq_list(&p);
     assert_eq!(dead.len(), 1, "{dead:#?}");
     assert_eq!(dead[0]["task_id"], copy.as_str());
-    let since = dead[0]["since"].as_str().unwrap_or_default();
-    assert!(since.starts_with("done #2"), "{dead:#?}");
+    let settled = dead[0]["settled"].as_str().unwrap_or_default();
+    assert!(settled.starts_with("since then: done #2"), "{dead:#?}");
     let out = iom_ok(&p, &["dlq", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[since then: done #2"), "{text}");
+    // A requeue leaves it alone (it would only run the task twice) and says so.
+    let out = iom_ok(&p, &["dlq", "requeue", "--all"]);
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        told.contains(&format!(
+            "left the dead letter of {copy} in the DLQ: since then: done #2"
+        )),
+        "{told}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 0 task(s)"));
+    assert_eq!(dlq_list(&p).len(), 1);
+    // Nothing to drop by these selectors; `drop` needs one.
+    let out = iom_ok(&p, &["dlq", "drop", "--unreadable", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    iom_exit(&p, "", &["dlq", "drop"], 2);
+    // `drop --settled` removes it for good.
+    let out = iom_ok(&p, &["dlq", "drop", "--settled", "--json"]);
+    let gone: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(gone.as_array().map(Vec::len), Some(1), "{gone:#}");
+    assert_eq!(gone[0]["task_id"], copy.as_str());
+    assert!(
+        gone[0]["dropped_because"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("since then: done #2"),
+        "{gone:#}"
+    );
+    assert!(dlq_list(&p).is_empty(), "{:#?}", dlq_list(&p));
 }
 
 /// With a broker too, publishing the same rows again sends the failed task
