@@ -9,16 +9,22 @@
 //!   reason, then acked; it never crashes the worker.
 //! - Connection loss: in-flight deliveries are abandoned to the broker (they are
 //!   redelivered; steps are idempotent), the worker reconnects with backoff,
-//!   re-declares the topology and consumes again. It never goes silent.
+//!   re-declares the topology and consumes again. It never goes silent. Running
+//!   steps go on; a redelivery of one this worker is still running waits for that
+//!   run instead of starting the step a second time beside it, then settles
+//!   (it finds the completion record and sends the children on the live
+//!   connection). A redelivery that reaches another worker meanwhile does run
+//!   the step again, concurrently (steps converge; see `steps`).
 //! - Shutdown (SIGTERM): cancel the consumers, let running tasks finish within the
 //!   grace period, then ask them to stop: a stopped task is published again
 //!   (confirmed) and its delivery acked, so restarts do not count toward the
 //!   queue's delivery limit (a nack would); closing the connection returns whatever
 //!   was still not settled.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -29,7 +35,7 @@ use crate::queue::{
     Broker, BrokerConfig, BrokerDeath, EventPublisher, Incoming, Publisher, QueueError,
 };
 use crate::runtime::{self, Outcome, RuntimeCtx, Transport, TransportError};
-use crate::task::{StepKind, TaskMessage};
+use crate::task::{StepKind, TaskId, TaskMessage};
 
 /// The broker side of the runtime's transport.
 pub struct BrokerTransport {
@@ -176,6 +182,7 @@ pub async fn run(
     // idempotent; only their ack is lost, and the redelivery finds the completion
     // record. Aborting them would leave half-done work for no gain.
     let mut running = tokio::task::JoinSet::new();
+    let in_flight = Arc::new(InFlight::default());
     loop {
         let broker = tokio::select! {
             b = Broker::connect_with_retry(&cfg, opts.reconnect_for) => b?,
@@ -207,10 +214,10 @@ pub async fn run(
                     let Some(incoming) = delivered(next) else { break false };
                     stats.received.fetch_add(1, Ordering::Relaxed);
                     let permit = slots.clone().acquire_owned().await.ok();
-                    let (ctx, transport, stats) = (ctx.clone(), transport.clone(), stats.clone());
+                    let (ctx, transport, stats, in_flight) = (ctx.clone(), transport.clone(), stats.clone(), in_flight.clone());
                     let span = crate::telemetry::consumer_span(&format!("{}.tasks.{}", ctx.settings.broker.prefix, incoming.routing_key), incoming.message_id.as_deref(), incoming.headers.as_ref());
                     running.spawn(tracing::Instrument::instrument(async move {
-                        process(incoming, &ctx, &transport, &stats).await;
+                        process(incoming, &ctx, &transport, &stats, &in_flight).await;
                         drop(permit);
                     }, span));
                 }
@@ -251,6 +258,7 @@ async fn process(
     ctx: &RuntimeCtx,
     transport: &BrokerTransport,
     stats: &WorkerStats,
+    in_flight: &Arc<InFlight>,
 ) {
     let msg = match TaskMessage::decode(&incoming.body) {
         Ok(m) => m,
@@ -283,6 +291,8 @@ async fn process(
             return;
         }
     };
+    // One run of a task at a time in this process (see the module doc).
+    let _only_run = in_flight.hold(&msg.task_id).await;
     let kind = msg.step.kind();
     let _in_progress = crate::metrics::task_received(
         kind,
@@ -328,6 +338,55 @@ async fn process(
             tracing::warn!(task = %msg.task_id, error = %e, "not settled; requeued for another try");
             tokio::time::sleep(Duration::from_millis(500)).await;
             let _ = incoming.nack_requeue().await;
+        }
+    }
+}
+
+/// The tasks this worker process is handling, one lock each: a delivery of a task
+/// that is already being handled here (the broker's redelivery after this
+/// worker's connection was lost, while the first run goes on) waits for the
+/// first to end, then is handled as usual (it finds the completion record).
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<TaskId, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A task held by [`InFlight::hold`]; released (and forgotten when nobody
+/// waits for it) on drop.
+struct Held<'a> {
+    in_flight: &'a InFlight,
+    task: TaskId,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl InFlight {
+    async fn hold(&self, task: &TaskId) -> Held<'_> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(task.clone()).or_default().clone()
+        };
+        let guard = match lock.clone().try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                tracing::info!(task = %task, "a redelivery of a task this worker is still running (its connection was lost); waiting for that run to end instead of running it twice");
+                lock.lock_owned().await
+            }
+        };
+        Held {
+            in_flight: self,
+            task: task.clone(),
+            _guard: guard,
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut map = self.in_flight.0.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's handle and this guard's: nobody else waits for the task.
+        if map
+            .get(&self.task)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            map.remove(&self.task);
         }
     }
 }

@@ -1022,11 +1022,15 @@ fn broker_connection_closed_by_the_broker_the_worker_recovers() {
     let p = project("probe, copy, cleanup", Some(&vh));
     let (a, graph) = one_plate(&p, 32, 18, 30);
     let work = submit(&p, &graph);
-    let _w = Workers(vec![spawn_worker(&p, "copy:frame_ms:40")]);
+    // A 10 s copy outlives the close (rabbitmqctl takes a few seconds) and the
+    // reconnect, and the worker's two slots leave room for the broker's
+    // redelivery of it beside the first run.
+    let _w = Workers(vec![spawn_worker(&p, "copy:sleep_ms:10000")]);
     wait_for(&work, Duration::from_secs(30), "copy running", |s| {
         matches!(state_of(s, StepKind::Copy), TaskState::Running { .. })
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let closed_at = iom::events::now_ms();
     let closed = rt.block_on(vh.close_connections());
     assert!(closed >= 1);
     let s = wait_for(&work, Duration::from_secs(90), "graph success", |s| {
@@ -1034,6 +1038,18 @@ fn broker_connection_closed_by_the_broker_the_worker_recovers() {
     });
     assert_eq!(s.state, GraphState::Succeeded, "{s:#?}");
     assert_published(&a, &p.delivery, &graph);
+    // The redelivered copy waited for the run in progress (which finished it)
+    // instead of starting the copy again beside it: the attempt's one start is
+    // the first, from before the connection was closed.
+    let copy = iom::task::TaskId(format!("{}.copy", graph.id));
+    let run = work.latest_run(&copy).unwrap().unwrap();
+    assert_eq!(run.attempt, 1);
+    assert!(
+        run.started_at_ms < closed_at,
+        "the copy started again {} ms after the connection was closed",
+        run.started_at_ms - closed_at
+    );
+    assert_eq!(work.completion(&copy).unwrap().unwrap().attempt, 1);
 }
 
 #[test]
