@@ -573,6 +573,12 @@ fn excel_date_text(serial: f64) -> Option<String> {
     ))
 }
 
+/// The digits of a version typed as its folder shows it: `v003`, `V3` → `003`, `3`.
+fn folder_version(t: &str) -> Option<&str> {
+    let d = t.trim().strip_prefix(['v', 'V'])?;
+    (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())).then_some(d)
+}
+
 /// A float that must be a whole number.
 fn whole(f: f64) -> Result<i64, String> {
     if !f.is_finite() {
@@ -830,7 +836,36 @@ fn parse_row(
         }
     };
 
-    let version = int("version", 0, MAX_VERSION)?.map(|v| v as u32);
+    // Typed as a number, or as the folder name shows it (`v003`, `V3`).
+    let version = match get("version") {
+        Some((c, Value::Text(t))) if folder_version(t).is_some() => {
+            match folder_version(t).and_then(|d| d.parse::<i64>().ok()) {
+                Some(n) if n <= MAX_VERSION => Some(n as u32),
+                _ => {
+                    return Err(err(
+                        "version",
+                        c,
+                        format!("{t:?} is out of range (0 to {MAX_VERSION})"),
+                    ))
+                }
+            }
+        }
+        Some((c, Value::Text(t)))
+            if !t.trim().is_empty()
+                && !is_nan_text(t.trim())
+                && t.trim().parse::<f64>().is_err() =>
+        {
+            return Err(err(
+                "version",
+                c,
+                format!(
+                    "{:?} is not a version; type its number: 3 or v003",
+                    t.trim()
+                ),
+            ));
+        }
+        _ => int("version", 0, MAX_VERSION)?.map(|v| v as u32),
+    };
     let framerate = match float("framerate", 0.0, MAX_FPS)? {
         Some((_, 0.0)) => {
             warnings.push(format!("row {}: framerate 0 read as empty", r + 1));

@@ -530,12 +530,46 @@ fn bad_numbers_are_refused_naming_the_cell() {
         (vec![C::S("/a"), C::N(-1.0), C::E], "B2", "out of range"),
         (vec![C::S("/a"), C::N(2.5), C::E], "B2", "whole number"),
         (vec![C::S("/a"), C::E, C::N(1e300)], "C2", "start_frame"),
+        (
+            vec![C::S("/a"), C::S("latest"), C::E],
+            "B2",
+            "type its number: 3 or v003",
+        ),
+        (
+            vec![C::S("/a"), C::S("v1x"), C::E],
+            "B2",
+            "is not a version",
+        ),
+        (
+            vec![C::S("/a"), C::S("v100000"), C::E],
+            "B2",
+            "out of range",
+        ),
     ];
     for (i, (row, cell, what)) in cases.into_iter().enumerate() {
         let path = tmp.path().join(format!("n{i}.xlsx"));
         fixture(&path, "Sheet1", &header, &[row]);
         let msg = read_err(&path, None);
         assert!(msg.contains(cell) && msg.contains(what), "{msg}");
+    }
+}
+
+/// Coordinators type a version as its folder shows it: `v003` reads as 3.
+#[test]
+fn a_version_typed_as_its_folder_name_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let header = ["scan_path", "version"];
+    for (typed, want) in [
+        (C::S("v003"), Some(3)),
+        (C::S(" V12 "), Some(12)),
+        (C::S("7"), Some(7)),
+        (C::N(2.0), Some(2)),
+        (C::E, None),
+    ] {
+        let path = tmp.path().join("v.xlsx");
+        fixture(&path, "Sheet1", &header, &[vec![C::S("/a"), typed]]);
+        let sheet = read(&path, &settings(), None).unwrap();
+        assert_eq!(sheet.rows[0].version, want, "{path:?}");
     }
 }
 
