@@ -265,12 +265,14 @@ pub async fn requeue(
     let broker = Broker::connect(&cfg).await?;
     let r = async {
         let publisher = broker.publisher().await?;
-        publisher
+        let sent = publisher
             .publish_task(
                 &msg,
                 &[("x-iom-requeued-by".to_string(), "tractor".to_string())],
             )
-            .await
+            .await;
+        publisher.close().await;
+        sent
     }
     .await;
     broker.close().await;

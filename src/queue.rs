@@ -1325,6 +1325,7 @@ impl Broker {
         .await;
         let returned = requeue_all(&held, self.cfg.confirm_timeout).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), ch.close(200, "OK".into())).await;
+        publisher.close().await;
         r?;
         returned?;
         Ok(done)
@@ -1591,6 +1592,14 @@ impl Publisher {
     /// The names this publisher routes to.
     pub fn names(&self) -> &Names {
         &self.inner.names
+    }
+
+    /// Closes its channel (a later publish opens a new one). Call before
+    /// [`Broker::close`]: a channel that is only dropped asks lapin to close it
+    /// in the background, which then races the connection's close and ends it
+    /// in error ("invalid channel state: Closing").
+    pub async fn close(&self) {
+        self.inner.drop_channel().await;
     }
 
     /// Task headers: `task_id`, `graph_id`, `attempt`, `kind`, `enqueued_at` (Unix

@@ -62,6 +62,13 @@ impl BrokerTransport {
     pub async fn flush_events(&self, within: Duration) {
         self.events.flush(within).await;
     }
+
+    /// Before the connection closes: hands every queued event to it (at most
+    /// `within`) and closes the publishing channel (see [`Publisher::close`]).
+    pub async fn close(&self, within: Duration) {
+        self.flush_events(within).await;
+        self.publisher.close().await;
+    }
 }
 
 impl Transport for BrokerTransport {
@@ -239,7 +246,7 @@ pub async fn run(
                 // connection returns its delivery.
                 runtime::stop_running(&mut running, &ctx.cancel).await;
             }
-            transport.flush_events(Duration::from_secs(2)).await;
+            transport.close(Duration::from_secs(2)).await;
             broker.close().await;
             return Ok(());
         }

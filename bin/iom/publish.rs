@@ -127,6 +127,11 @@ fn plan_scanlist(settings: &Settings, args: &PublishArgs) -> anyhow::Result<Opti
             }
             Ok(Some(p))
         }
+        // The rows' message says that nothing was published, and what to do.
+        Err(e @ plan::PlanError::Rows(_)) => {
+            eprintln!("iom: {}: {e}", args.scanlist.display());
+            Ok(None)
+        }
         Err(e) => {
             eprintln!(
                 "iom: {}: nothing was published:\n{e}",
@@ -262,7 +267,7 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
                 );
             }
         }
-        transport.flush_events(Duration::from_secs(5)).await;
+        transport.close(Duration::from_secs(5)).await;
         broker.close().await;
         anyhow::Ok(())
     })?;
@@ -602,7 +607,7 @@ pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
         if args.retry_failed {
             sent.extend(runtime::retry_failed(&work, &ctx, &transport).await?);
         }
-        transport.flush_events(Duration::from_secs(5)).await;
+        transport.close(Duration::from_secs(5)).await;
         broker.close().await;
         anyhow::Ok(sent.len())
     })?;
