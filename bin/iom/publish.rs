@@ -219,7 +219,21 @@ pub fn run_publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<u8>
     let ctx = runtime_ctx(settings)?;
     if embedded_mode {
         let json = args.json;
+        // A task can start before its `queued` event is told (the event follows
+        // the dispatch mark); a `queued` line after `started` would read as a
+        // second run, so it is left out.
+        let begun = std::sync::Mutex::new(std::collections::HashSet::new());
         let on_event: Arc<dyn Fn(&TaskEvent) + Send + Sync> = Arc::new(move |ev: &TaskEvent| {
+            let key = (ev.task_id.clone(), ev.attempt);
+            let mut begun = begun.lock().unwrap_or_else(|p| p.into_inner());
+            if ev.state == iom::events::TaskState::Queued {
+                if begun.remove(&key) {
+                    return;
+                }
+            } else if ev.state == iom::events::TaskState::Started {
+                begun.insert(key);
+            }
+            drop(begun);
             if !json {
                 eprintln!(
                     "{:<13} {} (attempt {}){}",

@@ -1248,6 +1248,55 @@ fn cli_embedded_publish_with_a_transient_fault_retries_and_succeeds() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("done #2"));
 }
 
+/// The in-process CLI tells each task's events in order: a task's `queued` line
+/// never comes after its `started` line (the event follows the dispatch mark,
+/// and a free slot can start the task first; the late line read as a second
+/// run). Checked over four graphs, where it used to happen on most runs.
+#[test]
+fn cli_embedded_event_lines_are_in_order() {
+    let p = project("probe, copy, thumbnail, register, cleanup", None);
+    let rows: Vec<Row> = (1..=4)
+        .map(|i| {
+            let a = PlateSpec::exr("A001", &format!("A001C00{i}."), 32, 18, 3);
+            sample::write_plate(&p.delivery, &a).unwrap();
+            row(&p.delivery, &a, &format!("ABC_00{i}0"))
+        })
+        .collect();
+    let sheet = p.delivery.join("scanlist_01.xlsx");
+    iom::scanlist::write::write(&sheet, &rows, &[], &p.settings.scanlist).unwrap();
+    let out = iom_ok(&p, &["publish", sheet.to_str().unwrap()]);
+    let told = String::from_utf8_lossy(&out.stderr);
+    let mut started = std::collections::HashSet::new();
+    let mut lines = 0;
+    for line in told.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(state), Some(task), Some("(attempt"), Some(attempt)) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let key = (
+            task.to_string(),
+            attempt.trim_end_matches([')', ':']).to_string(),
+        );
+        match state {
+            "started" => assert!(started.insert(key), "started twice: {line}\n{told}"),
+            "queued" => assert!(
+                !started.contains(&key),
+                "queued after started: {line}\n{told}"
+            ),
+            _ => {}
+        }
+        lines += 1;
+    }
+    // 4 graphs × 5 tasks, each at least started and succeeded.
+    assert!(
+        lines >= 40 && started.len() == 20,
+        "{lines} lines, {} started:\n{told}",
+        started.len()
+    );
+}
+
 /// Embedded mode has no DLQ: a task that gave up is run again, once its cause is
 /// fixed, by `iom resume --retry-failed`, as its next attempt with a fresh round
 /// of retries, and the graph then finishes.
