@@ -17,6 +17,7 @@
 //!    task, which finds its completion record and only re-runs step 4.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -215,8 +216,9 @@ pub fn settled(msg: &TaskMessage) -> Option<Settled> {
 enum Setup {
     /// The work folder, its graph, and the fencing decision.
     Ready(Box<(WorkDir, Arc<Graph>, Begin)>),
-    /// The message names a task the manifest does not have.
-    NotInGraph(String),
+    /// The message cannot run here or at all (not in the manifest, an earlier
+    /// plan, storage this host does not see): dead-letter it with this reason.
+    DeadLetter(String),
 }
 
 /// Handles one delivered task end to end (see the module doc for the order).
@@ -235,11 +237,26 @@ pub async fn handle<T: Transport>(
         msg.step.clone(),
     );
     let setup = off_thread(move || -> Result<Setup, StoreError> {
-        let work = WorkDir::open(&dir)?;
+        let work = match WorkDir::open(&dir) {
+            // Not even the folder that holds it: this host does not see the
+            // project's storage where the submitter did.
+            Err(StoreError::NotAWorkDir { .. })
+                if !dir.exists() && !dir.parent().is_some_and(Path::is_dir) =>
+            {
+                return Ok(Setup::DeadLetter(format!(
+                    "work folder unusable: this host ({worker}) does not see {}: mount the \
+                     project's storage here at the same path as on the host that submitted \
+                     the publish (or keep this worker off these queues), then \
+                     `iom dlq requeue --all`",
+                    dir.parent().unwrap_or(&dir).display()
+                )));
+            }
+            r => r?,
+        };
         let graph = Arc::new(work.manifest()?);
         match graph.node(&task) {
             None => {
-                return Ok(Setup::NotInGraph(format!(
+                return Ok(Setup::DeadLetter(format!(
                     "task {task} is not in the manifest of graph {} at {}",
                     graph.id,
                     work.path().display()
@@ -248,7 +265,7 @@ pub async fn handle<T: Transport>(
             // The version was planned again (rows or settings changed) after
             // this message was sent: it must not run against the new plan.
             Some(node) if node.step != step => {
-                return Ok(Setup::NotInGraph(format!(
+                return Ok(Setup::DeadLetter(format!(
                     "task {task} belongs to an earlier plan of graph {}: the manifest at {} \
                      was planned again since and holds another step for it; this message \
                      is obsolete (the new plan runs its own)",
@@ -264,7 +281,7 @@ pub async fn handle<T: Transport>(
     .await;
     let (work, graph, begin) = match setup {
         Ok(Setup::Ready(ready)) => *ready,
-        Ok(Setup::NotInGraph(reason)) => {
+        Ok(Setup::DeadLetter(reason)) => {
             transport
                 .dead_letter(&msg, &reason, ErrorClass::Permanent)
                 .await?;

@@ -896,6 +896,42 @@ fn a_message_of_a_replaced_plan_is_not_run_against_the_new_one() {
     assert!(matches!(out, Outcome::Succeeded), "{out:?}");
 }
 
+/// A worker on a host that does not see the project's storage (not mounted, or
+/// mounted elsewhere) dead-letters the task saying so, naming the host and the
+/// folder it looked for, instead of "not a publish work folder".
+#[test]
+fn a_host_without_the_storage_says_so() {
+    let p = project("probe, copy, cleanup", None);
+    let (_, graph) = one_plate(&p, 32, 18, 2);
+    WorkDir::create(&graph).unwrap();
+    let probe = iom::task::TaskId(format!("{}.probe", graph.id));
+    let mut msg = graph.message(&probe, 1).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = ctx(&p.settings);
+    let run = |msg: &iom::task::TaskMessage| match rt
+        .block_on(runtime::handle(msg.clone(), &ctx, &Told::default()))
+        .unwrap()
+    {
+        Outcome::DeadLettered(reason) => reason,
+        other => panic!("{other:?}"),
+    };
+    let elsewhere = p.root.join("mnt/projects/.iom/publishes");
+    msg.work_dir = elsewhere.join(&graph.id.0);
+    let reason = run(&msg);
+    assert!(
+        reason.contains(&format!(
+            "this host ({}) does not see {}",
+            ctx.worker,
+            elsewhere.display()
+        )) && reason.contains("iom dlq requeue --all"),
+        "{reason}"
+    );
+    // The storage is there but the publish's folder is not: the usual refusal.
+    msg.work_dir = p.root.join(".iom/publishes/no-such-publish");
+    let reason = run(&msg);
+    assert!(reason.contains("is not a publish work folder"), "{reason}");
+}
+
 /// `iom dlq` tells a dead letter that needs no requeue from one that does
 /// (`runtime::settled`), and never guesses: a standing failure, and a folder this
 /// machine cannot see, are not settled.
