@@ -592,6 +592,13 @@ pub fn run_status(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
 
 pub fn run_resume(settings: &Settings, args: ResumeArgs) -> anyhow::Result<u8> {
     let work = open_publish(settings, &args.publish)?;
+    if work.status()?.state == GraphState::Succeeded {
+        println!(
+            "{} has succeeded: nothing to resume (publish the rows again for a new version)",
+            work.manifest()?.id
+        );
+        return Ok(exit::OK);
+    }
     let ready = work.ready_to_resume(args.include_unstarted)?;
     let rt = tokio_rt()?;
     let ctx = runtime_ctx(settings)?;

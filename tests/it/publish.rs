@@ -1586,6 +1586,10 @@ fn cli_embedded_stop_abandons_a_step_that_does_not_stop() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("done #2"), "{text}");
     assert_published(&a, &p.delivery, &work.manifest().unwrap());
+    // Once it has succeeded, a resume says there is nothing to do.
+    let out = iom_ok(&p, &["resume", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("has succeeded: nothing to resume"), "{text}");
 }
 
 /// Publishing the same rows again after a failure (the cause fixed) plans the
@@ -1959,9 +1963,9 @@ fn resume_republishes_what_a_crashed_submit_left_undispatched() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["state"], "succeeded");
     assert_published(&a, &p.delivery, &graph);
-    // Resuming a finished publish sends nothing.
+    // Resuming a finished publish sends nothing, and says why.
     let out = iom_ok(&p, &["resume", &graph.id.0]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("re-published 0 task(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("has succeeded: nothing to resume"));
 }
 
 /// With a broker, `iom resume --retry-failed` republishes a failed task as its
