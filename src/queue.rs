@@ -1257,7 +1257,7 @@ impl Broker {
         let swept = self
             .dlq_sweep(|_, task| match task {
                 Some(t) if task_id.is_none_or(|id| t.task_id.0 == id) => {
-                    DlqAction::Requeue(t.requeued(fresh_round))
+                    DlqAction::Requeue(Box::new(t.requeued(fresh_round)))
                 }
                 _ => DlqAction::Keep,
             })
@@ -1265,7 +1265,7 @@ impl Broker {
         Ok(swept
             .into_iter()
             .filter_map(|s| match s.action {
-                DlqAction::Requeue(t) => Some(t),
+                DlqAction::Requeue(t) => Some(*t),
                 _ => None,
             })
             .collect())
@@ -1339,7 +1339,7 @@ pub enum DlqAction {
     Keep,
     /// Send this task message to work in its place (usually
     /// [`TaskMessage::requeued`] of the dead one), then remove it.
-    Requeue(TaskMessage),
+    Requeue(Box<TaskMessage>),
     /// Remove it for good.
     Drop,
 }

@@ -715,7 +715,7 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                                     left.push((m.task_id.clone(), why));
                                     DlqAction::Keep
                                 }
-                                None => DlqAction::Requeue(m.requeued(reset_attempt)),
+                                None => DlqAction::Requeue(Box::new(m.requeued(reset_attempt))),
                             }
                         }
                         _ => DlqAction::Keep,
@@ -727,7 +727,7 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                 let sent: Vec<_> = swept
                     .into_iter()
                     .filter_map(|s| match s.action {
-                        DlqAction::Requeue(m) => Some(m),
+                        DlqAction::Requeue(m) => Some(*m),
                         _ => None,
                     })
                     .collect();
