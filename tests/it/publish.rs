@@ -839,6 +839,26 @@ impl runtime::Transport for Told {
     }
 }
 
+/// The graph of plate `a` as ABC_0010 planned again with `publish.gap_policy:
+/// black`: the same id as with the project's settings, another probe step.
+fn replanned_with_black_gaps(p: &Project, a: &PlateSpec) -> Graph {
+    let mut settings = p.settings.clone();
+    settings.publish.gap_policy = iom::task::GapPolicy::Black;
+    let opts = PlanOptions {
+        delivery_root: Some(p.delivery.clone()),
+        ..PlanOptions::default()
+    };
+    plan::plan(
+        &[row(&p.delivery, a, "ABC_0010")],
+        &settings,
+        &opts,
+        &|_| vec![],
+    )
+    .unwrap()
+    .graphs
+    .remove(0)
+}
+
 /// A late message of a plan that a new plan of the same version replaced (same
 /// task ids, another step: here the probe's gap policy) is dead-lettered as
 /// obsolete, never run against the new plan's work folder.
@@ -846,21 +866,7 @@ impl runtime::Transport for Told {
 fn a_message_of_a_replaced_plan_is_not_run_against_the_new_one() {
     let p = project("probe, copy, cleanup", None);
     let (a, old) = one_plate(&p, 32, 18, 2);
-    let mut settings = p.settings.clone();
-    settings.publish.gap_policy = iom::task::GapPolicy::Black;
-    let opts = PlanOptions {
-        delivery_root: Some(p.delivery.clone()),
-        ..PlanOptions::default()
-    };
-    let new = plan::plan(
-        &[row(&p.delivery, &a, "ABC_0010")],
-        &settings,
-        &opts,
-        &|_| vec![],
-    )
-    .unwrap()
-    .graphs
-    .remove(0);
+    let new = replanned_with_black_gaps(&p, &a);
     assert_eq!(new.id, old.id);
     assert_ne!(new, old);
     let work = WorkDir::create(&new).unwrap();
@@ -956,21 +962,7 @@ fn a_dead_letter_is_settled_once_its_task_is_taken_care_of() {
     // plan's manifest holds another probe.
     let aside = WorkDir::supersede(work.path()).unwrap();
     assert_eq!(runtime::settled(&dead), Some(Settled::Replaced));
-    let mut settings = p.settings.clone();
-    settings.publish.gap_policy = iom::task::GapPolicy::Black;
-    let opts = PlanOptions {
-        delivery_root: Some(p.delivery.clone()),
-        ..PlanOptions::default()
-    };
-    let new = plan::plan(
-        &[row(&p.delivery, &a, "ABC_0010")],
-        &settings,
-        &opts,
-        &|_| vec![],
-    )
-    .unwrap()
-    .graphs
-    .remove(0);
+    let new = replanned_with_black_gaps(&p, &a);
     let work = WorkDir::create(&new).unwrap();
     assert_eq!(runtime::settled(&dead), Some(Settled::Replaced));
     assert_eq!(
