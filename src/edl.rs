@@ -1078,7 +1078,23 @@ impl Parser {
             } else {
                 ev.clip_name = from;
             }
+            // An outgoing cut kept as its own event (it has frames of its own)
+            // takes that name too, when it has none of its own.
+            let (number, video) = (ev.number, ev.is_video());
+            let name = ev.outgoing.as_ref().and_then(|o| o.clip_name.clone());
+            let last = self.edl.events.len() - 1;
+            if let Some(kept) = self.edl.events[..last]
+                .iter_mut()
+                .rev()
+                .find(|e| e.is_video() == video)
+                .filter(|e| e.number == number && e.clip_name.is_none())
+            {
+                kept.clip_name = name;
+            }
         }
+        let Some(ev) = self.edl.events.last_mut() else {
+            return Ok(());
+        };
         let (src, rec) = (ev.source_duration(), ev.record_duration());
         if src != rec && ev.speed.is_none() && ev.transition == Transition::Cut {
             let (number, line) = (ev.number, ev.line);

@@ -464,6 +464,34 @@ EFFECTS NAME IS CROSS DISSOLVE\n\
     assert_eq!(d.record_duration(), 30);
 }
 
+/// An outgoing cut with frames of its own stays an event; the `FROM CLIP NAME`
+/// under the transition line names it (its row's clip_name was "None").
+#[test]
+fn an_outgoing_cut_kept_as_its_own_event_takes_the_from_clip_name() {
+    let text = "TITLE: kept outgoing\n\
+FCM: NON-DROP FRAME\n\
+001  A001C001 V     C        01:00:00:00 01:00:01:00 01:00:00:00 01:00:01:00\n\
+* FROM CLIP NAME: A001C001_bench\n\
+002  A001C002 V     C        01:00:00:00 01:00:00:12 01:00:01:00 01:00:01:12\n\
+002  A001C003 V     D    012 01:00:00:00 01:00:00:12 01:00:01:12 01:00:02:00\n\
+* FROM CLIP NAME: A001C002_bench\n\
+* TO CLIP NAME: A001C003_bench\n";
+    let e = read_ok(text, R24);
+    let names: Vec<String> = e.events.iter().map(|e| e.clip_name_cut()).collect();
+    assert_eq!(
+        names,
+        ["A001C001_bench", "A001C002_bench", "A001C003_bench"],
+        "{e:#?}"
+    );
+    // A kept outgoing cut with a name of its own keeps it.
+    let own = text.replace(
+        "01:00:01:00 01:00:01:12\n",
+        "01:00:01:00 01:00:01:12\n* FROM CLIP NAME: own_name\n",
+    );
+    let e = read_ok(&own, R24);
+    assert_eq!(e.events[1].clip_name.as_deref(), Some("own_name"));
+}
+
 #[test]
 fn dissolves_with_jumping_numbers_above_one_hour() {
     let text = "TITLE:   TRANSITION_CHECK_2\n\
