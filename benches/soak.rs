@@ -232,7 +232,7 @@ fn run() -> anyhow::Result<()> {
             for w in &works {
                 runtime::submit(w, &ctx, &t).await?;
             }
-            t.flush_events(Duration::from_secs(5)).await;
+            t.close(Duration::from_secs(5)).await;
             broker.close().await;
             anyhow::Ok(())
         })?;

@@ -1309,11 +1309,12 @@ impl Broker {
                         ack_with_timeout(&d.acker, self.cfg.confirm_timeout, &queue).await?;
                         tracing::info!(task = %task.task_id, attempt = task.attempt, "dead letter requeued");
                     }
-                    DlqAction::Drop => {
+                    DlqAction::Drop(because) => {
                         ack_with_timeout(&d.acker, self.cfg.confirm_timeout, &queue).await?;
                         tracing::info!(
                             task = letter.task_id.as_deref().unwrap_or("(not a task message)"),
                             reason = %letter.reason,
+                            %because,
                             "dead letter dropped"
                         );
                     }
@@ -1340,8 +1341,8 @@ pub enum DlqAction {
     /// Send this task message to work in its place (usually
     /// [`TaskMessage::requeued`] of the dead one), then remove it.
     Requeue(Box<TaskMessage>),
-    /// Remove it for good.
-    Drop,
+    /// Remove it for good, for this reason (told back in [`Swept`]).
+    Drop(String),
 }
 
 /// A dead letter [`Broker::dlq_sweep`] acted on.

@@ -17,7 +17,6 @@
 //!    task, which finds its completion record and only re-runs step 4.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use crate::config::Settings;
 use crate::error::{Classify, ErrorClass};
 use crate::events::{now_ms, TaskEvent, TaskState};
 use crate::steps::{self, StepContext, StepError};
-use crate::store::{Begin, Claim, CompletionRecord, FailureRecord, StoreError, WorkDir};
+use crate::store::{Absence, Begin, Claim, CompletionRecord, FailureRecord, StoreError, WorkDir};
 use crate::task::{Graph, StepKind, TaskId, TaskMessage};
 use crate::tracker::Tracker;
 
@@ -190,11 +189,12 @@ pub fn settled(msg: &TaskMessage) -> Option<Settled> {
     let dir = &msg.work_dir;
     let work = match WorkDir::open(dir) {
         Ok(work) => work,
-        Err(StoreError::NotAWorkDir { .. }) if !dir.exists() => {
-            if WorkDir::was_superseded(dir) {
-                return Some(Settled::Replaced);
+        Err(StoreError::NotAWorkDir { .. }) => {
+            return match WorkDir::absence(dir)? {
+                Absence::Superseded => Some(Settled::Replaced),
+                Absence::Removed => Some(Settled::Removed),
+                Absence::Unseen => None,
             }
-            return dir.parent()?.is_dir().then_some(Settled::Removed);
         }
         Err(_) => return None,
     };
@@ -241,7 +241,7 @@ pub async fn handle<T: Transport>(
             // Not even the folder that holds it: this host does not see the
             // project's storage where the submitter did.
             Err(StoreError::NotAWorkDir { .. })
-                if !dir.exists() && !dir.parent().is_some_and(Path::is_dir) =>
+                if WorkDir::absence(&dir) == Some(Absence::Unseen) =>
             {
                 return Ok(Setup::DeadLetter(format!(
                     "work folder unusable: this host ({worker}) does not see {}: mount the \

@@ -672,6 +672,19 @@ pub enum Claim {
 // Status.
 // ---------------------------------------------------------------------------
 
+/// Why no work folder is where a message or a command looks for one
+/// ([`WorkDir::absence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    /// Not even the folder that would hold it is there: this host does not see
+    /// the project's storage at that path (not mounted, or mounted elsewhere).
+    Unseen,
+    /// It was moved aside by [`WorkDir::supersede`] (a new plan replaced it).
+    Superseded,
+    /// The folder that holds it is there; it is not (removed by hand).
+    Removed,
+}
+
 /// One task's state, as the work folder records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -921,16 +934,27 @@ impl WorkDir {
         Ok(to)
     }
 
-    /// Whether a work folder once at `dir` was moved aside by [`WorkDir::supersede`].
-    pub fn was_superseded(dir: &Path) -> bool {
+    /// Why there is no work folder at `dir`; `None` when something is there.
+    pub fn absence(dir: &Path) -> Option<Absence> {
+        if dir.exists() {
+            return None;
+        }
         let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-            return false;
+            return Some(Absence::Unseen);
         };
+        if !parent.is_dir() {
+            return Some(Absence::Unseen);
+        }
         let prefix = format!("{}.", name.to_string_lossy());
-        fs::read_dir(parent.join(SUPERSEDED)).is_ok_and(|entries| {
+        let moved = fs::read_dir(parent.join(SUPERSEDED)).is_ok_and(|entries| {
             entries
                 .flatten()
                 .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        });
+        Some(if moved {
+            Absence::Superseded
+        } else {
+            Absence::Removed
         })
     }
 

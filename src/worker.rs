@@ -57,16 +57,11 @@ impl BrokerTransport {
         })
     }
 
-    /// Hands every queued event to the connection (at most `within`); call before
-    /// closing the broker connection of a short-lived process.
-    pub async fn flush_events(&self, within: Duration) {
-        self.events.flush(within).await;
-    }
-
-    /// Before the connection closes: hands every queued event to it (at most
-    /// `within`) and closes the publishing channel (see [`Publisher::close`]).
+    /// Call before closing the broker connection: hands every queued event to
+    /// the connection (at most `within`) and closes the publishing channel (see
+    /// [`Publisher::close`]).
     pub async fn close(&self, within: Duration) {
-        self.flush_events(within).await;
+        self.events.flush(within).await;
         self.publisher.close().await;
     }
 }
@@ -265,7 +260,7 @@ async fn process(
     ctx: &RuntimeCtx,
     transport: &BrokerTransport,
     stats: &WorkerStats,
-    in_flight: &Arc<InFlight>,
+    in_flight: &InFlight,
 ) {
     let msg = match TaskMessage::decode(&incoming.body) {
         Ok(m) => m,

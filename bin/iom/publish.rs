@@ -773,7 +773,6 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                     eprintln!("iom: say which: --settled, --task ID or --unreadable");
                     return anyhow::Ok(exit::USAGE);
                 }
-                let mut reasons = Vec::new();
                 let swept = broker
                     .dlq_sweep(|_, msg| {
                         let why = match msg {
@@ -787,21 +786,20 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                             }
                             Some(_) => None,
                         };
-                        match why {
-                            Some(why) => {
-                                reasons.push(why);
-                                DlqAction::Drop
-                            }
-                            None => DlqAction::Keep,
-                        }
+                        why.map_or(DlqAction::Keep, DlqAction::Drop)
                     })
                     .await?;
+                let dropped: Vec<_> = swept
+                    .iter()
+                    .filter_map(|s| match &s.action {
+                        DlqAction::Drop(why) => Some((&s.letter, why)),
+                        _ => None,
+                    })
+                    .collect();
                 if json {
-                    let v: Vec<_> = swept
+                    let v: Vec<_> = dropped
                         .iter()
-                        .zip(&reasons)
-                        .map(|(s, why)| {
-                            let d = &s.letter;
+                        .map(|(d, why)| {
                             serde_json::json!({
                                 "kind": d.kind, "task_id": d.task_id, "graph_id": d.graph_id,
                                 "reason": d.reason, "failed_at": d.failed_at, "dropped_because": why,
@@ -810,8 +808,7 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
-                    for (s, why) in swept.iter().zip(&reasons) {
-                        let d = &s.letter;
+                    for (d, why) in &dropped {
                         println!(
                             "dropped {} ({}): {}  [{why}]",
                             d.task_id.as_deref().unwrap_or("(not a task message)"),
@@ -819,10 +816,10 @@ pub fn run_dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<u8> {
                             d.reason
                         );
                     }
-                    println!("dropped {} dead letter(s)", swept.len());
+                    println!("dropped {} dead letter(s)", dropped.len());
                 }
                 match task {
-                    Some(t) if swept.is_empty() => {
+                    Some(t) if dropped.is_empty() => {
                         eprintln!("iom: no dead letter of task {t} (see iom dlq list)");
                         exit::ITEM_ERRORS
                     }

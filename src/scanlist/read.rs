@@ -838,9 +838,9 @@ fn parse_row(
 
     // Typed as a number, or as the folder name shows it (`v003`, `V3`).
     let version = match get("version") {
-        Some((c, Value::Text(t))) if folder_version(t).is_some() => {
-            match folder_version(t).and_then(|d| d.parse::<i64>().ok()) {
-                Some(n) if n <= MAX_VERSION => Some(n as u32),
+        Some((c, Value::Text(t))) => match (t.trim(), folder_version(t)) {
+            (_, Some(digits)) => match digits.parse::<i64>() {
+                Ok(n) if n <= MAX_VERSION => Some(n as u32),
                 _ => {
                     return Err(err(
                         "version",
@@ -848,22 +848,16 @@ fn parse_row(
                         format!("{t:?} is out of range (0 to {MAX_VERSION})"),
                     ))
                 }
+            },
+            (t, None) if !t.is_empty() && !is_nan_text(t) && t.parse::<f64>().is_err() => {
+                return Err(err(
+                    "version",
+                    c,
+                    format!("{t:?} is not a version; type its number: 3 or v003"),
+                ));
             }
-        }
-        Some((c, Value::Text(t)))
-            if !t.trim().is_empty()
-                && !is_nan_text(t.trim())
-                && t.trim().parse::<f64>().is_err() =>
-        {
-            return Err(err(
-                "version",
-                c,
-                format!(
-                    "{:?} is not a version; type its number: 3 or v003",
-                    t.trim()
-                ),
-            ));
-        }
+            _ => int("version", 0, MAX_VERSION)?.map(|v| v as u32),
+        },
         _ => int("version", 0, MAX_VERSION)?.map(|v| v as u32),
     };
     let framerate = match float("framerate", 0.0, MAX_FPS)? {

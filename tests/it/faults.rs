@@ -89,7 +89,7 @@ pub(super) fn submit_all(p: &Project, graphs: &[Graph]) -> Vec<WorkDir> {
         for w in &works {
             runtime::submit(w, &c, &t).await.unwrap();
         }
-        t.flush_events(Duration::from_secs(5)).await;
+        t.close(Duration::from_secs(5)).await;
         broker.close().await;
     });
     works

@@ -401,7 +401,7 @@ fn submit(p: &Project, graph: &Graph) -> WorkDir {
         let t = BrokerTransport::open(&broker, "submitter").await.unwrap();
         let sent = runtime::submit(&work, &ctx(&p.settings), &t).await.unwrap();
         assert_eq!(sent.len(), 1, "only the probe is a root");
-        t.flush_events(Duration::from_secs(5)).await;
+        t.close(Duration::from_secs(5)).await;
         broker.close().await;
     });
     work

@@ -521,7 +521,7 @@ fn submit(p: &Project, graph: &Graph) -> WorkDir {
         broker.declare_topology().await.unwrap();
         let t = BrokerTransport::open(&broker, "submitter").await.unwrap();
         runtime::submit(&work, &ctx(&p.settings), &t).await.unwrap();
-        t.flush_events(Duration::from_secs(5)).await;
+        t.close(Duration::from_secs(5)).await;
         broker.close().await;
     });
     work
